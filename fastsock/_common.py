@@ -1,0 +1,251 @@
+"""What both twins share: the loop contract, argument checks, socket set-up.
+
+Design note
+-----------
+fastsock has two implementations of the same loops: ``_loops`` (Cython,
+compiled) and ``_pyloops`` (pure Python).  The comparison is only honest if
+they do the same syscalls per message, so everything that is not the
+per-message loop lives here, in plain Python, and both twins call it:
+
+* ``check_*``: argument validation, done before any I/O, raising
+  ``ValueError``/``TypeError`` with a one-line message;
+* ``configure``: puts the socket in the mode's state (blocking flag,
+  timeouts) with the same syscalls for both twins.
+
+The contract (both twins, same names, same signatures, same results)
+--------------------------------------------------------------------
+All functions take a *connected* ``socket.socket``.  ``mode`` is one of
+``MODES``; ``timeout`` (seconds, > 0) bounds every wait.  Sizes are bytes.
+
+Stream sockets (TCP, Unix stream):
+
+``stream_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False) -> int``
+    Send ``count`` messages of ``size`` bytes, each sent completely
+    (partial sends are continued).  Returns the bytes sent
+    (``count * size``).
+``stream_recv(sock, total, size, mode, timeout=DEFAULT_TIMEOUT, verify=False) -> int``
+    ``recv_into`` a ``size``-byte buffer until ``total`` bytes arrived
+    (``total=None``: until EOF) or EOF.  Returns the bytes received.
+``stream_echo(sock, size, mode, timeout=DEFAULT_TIMEOUT) -> int``
+    Receive up to ``size`` bytes, send them back completely, until EOF.
+    Returns the bytes echoed.
+``stream_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None, pattern=False) -> int``
+    ``count`` round trips: send ``size`` bytes, receive ``size`` bytes.  With
+    ``samples`` (a writable int64 buffer, e.g. ``array('q')``, of length
+    >= ``count``) each round trip's time in ns goes to ``samples[i]``.
+    EOF in the middle raises ``ConnectionResetError``.  Returns ``count``.
+
+Datagram sockets (UDP, Unix datagram); datagram payloads are >= 1 byte,
+and an empty datagram means "end":
+
+``dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False) -> int``
+    Send ``count`` datagrams of ``size`` bytes.  Returns datagrams sent.
+``dgram_recv(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, verify=False) -> int``
+    Receive up to ``count`` datagrams into a ``size``-byte buffer; stops
+    early on an empty datagram or when none arrives for ``timeout``
+    seconds (UDP loses: this is the bound on waiting, not an error).
+    Returns datagrams received (the empty one not counted).
+``dgram_echo(sock, size, mode, timeout=DEFAULT_TIMEOUT) -> int``
+    Echo datagrams until an empty one (echoed too) or ``timeout`` idle.
+    Returns datagrams echoed (the empty one not counted).
+``dgram_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None, pattern=False) -> tuple[int, int]``
+    ``count`` rounds: send a datagram whose first byte is the round number
+    mod 256, wait up to ``timeout`` for the reply carrying that byte
+    (stale replies are dropped); no reply in time counts the round lost.
+    Returns ``(completed, lost)``; samples of completed rounds are written
+    contiguously to ``samples[0:completed]``.
+
+Modes (what each call does when the kernel is not ready):
+
+``blocking``    blocking fd; ``SO_RCVTIMEO``/``SO_SNDTIMEO`` = timeout, so a
+                stalled peer ends in ``TimeoutError`` without an extra syscall.
+``timeout``     what ``sock.settimeout(t)`` does in CPython: O_NONBLOCK fd,
+                ``poll(fd, t)`` before every send/recv, retried on EAGAIN.
+``nonblocking`` O_NONBLOCK; call first, on EAGAIN ``poll(fd, t)``, retry.
+``spin``        O_NONBLOCK; on EAGAIN retry at once (user-space busy
+                polling), checking signals and the clock every
+                ``SPIN_CHECK`` failed tries.
+
+Integrity (tests, off when measuring): with ``pattern`` the sender's byte at
+stream offset ``i`` is ``i % PATTERN_PERIOD``; datagram byte ``j`` is
+``(first + j) % PATTERN_PERIOD``.  With ``verify`` the receiver checks it
+and raises ``ValueError`` on the first wrong byte.
+
+Errors: errno becomes ``OSError(errno, strerror)`` (hence the right
+subclass); EINTR is retried after running signal handlers (PEP 475), so
+Ctrl-C raises ``KeyboardInterrupt`` promptly; an expired wait raises
+``TimeoutError``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+
+MODES = ("blocking", "timeout", "nonblocking", "spin")
+
+# Default bound on any single wait, in seconds.
+DEFAULT_TIMEOUT = 5.0
+# Failed tries between two signal/clock checks in spin mode (count).
+SPIN_CHECK = 1024
+# Period of the integrity pattern, in bytes: a prime, so that it never lines
+# up with the power-of-two sizes the suite uses.
+PATTERN_PERIOD = 251
+# Largest datagram payloads, in bytes: 65535 - 20 (IPv4) - 8 (UDP);
+# IPv6's payload length excludes its own header: 65535 - 8.
+UDP4_MAX = 65507
+UDP6_MAX = 65527
+# Largest stream message accepted (bytes): a sanity bound on the buffer.
+STREAM_MAX = 1 << 30
+
+
+def _fd(sock: socket.socket) -> int:
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"expected a socket.socket, got {type(sock).__name__}")
+    fd = sock.fileno()
+    if fd < 0:
+        raise ValueError("socket is closed")
+    return fd
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_mode(mode: object) -> int:
+    """Return the mode's index in MODES, or raise ValueError."""
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, got {type(mode).__name__}")
+    try:
+        return MODES.index(mode)
+    except ValueError:
+        raise ValueError(
+            f"unknown mode {mode!r} (expected one of: {', '.join(MODES)})"
+        ) from None
+
+
+def check_timeout(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number, got {type(timeout).__name__}")
+    if not timeout > 0 or timeout != timeout or timeout > 1e6:
+        raise ValueError(f"timeout must be > 0 and finite seconds, got {timeout}")
+    return float(timeout)
+
+
+def max_datagram(sock: socket.socket) -> int | None:
+    """The transport's largest datagram payload in bytes, when known up front.
+
+    Unix datagram sockets are bounded by the send buffer, which the kernel
+    checks (EMSGSIZE); ``None`` means "let the kernel say".
+    """
+    if sock.family == socket.AF_INET:
+        return UDP4_MAX
+    if sock.family == socket.AF_INET6:
+        return UDP6_MAX
+    return None
+
+
+def check_stream(sock: socket.socket, size: object, count: object = 1) -> int:
+    """Validate a stream call; returns the fd."""
+    fd = _fd(sock)
+    if sock.type != socket.SOCK_STREAM:
+        raise ValueError("expected a stream socket (SOCK_STREAM)")
+    _positive("count", count)
+    _positive("size", size)
+    if size > STREAM_MAX:  # type: ignore[operator]
+        raise ValueError(f"size must be <= {STREAM_MAX} bytes, got {size}")
+    return fd
+
+
+def check_dgram(sock: socket.socket, size: object, count: object = 1) -> int:
+    """Validate a datagram call; returns the fd."""
+    fd = _fd(sock)
+    if sock.type != socket.SOCK_DGRAM:
+        raise ValueError("expected a datagram socket (SOCK_DGRAM)")
+    _positive("count", count)
+    _positive("size", size)
+    limit = max_datagram(sock)
+    if limit is not None and size > limit:  # type: ignore[operator]
+        raise ValueError(
+            f"size {size} exceeds the largest datagram of this transport ({limit} bytes)"
+        )
+    return fd
+
+
+def check_total(total: object) -> int:
+    """``stream_recv``'s total: None (until EOF) becomes -1."""
+    if total is None:
+        return -1
+    if isinstance(total, bool) or not isinstance(total, int):
+        raise TypeError(f"total must be an int or None, got {type(total).__name__}")
+    if total < 0:
+        raise ValueError(f"total must be >= 0 or None, got {total}")
+    return total
+
+
+def check_samples(samples: object, count: int) -> memoryview | None:
+    """A writable int64 buffer of at least ``count`` items, as a memoryview."""
+    if samples is None:
+        return None
+    try:
+        view = memoryview(samples)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError("samples must be a writable int64 buffer (array('q'))") from None
+    if view.readonly or view.format not in ("q", "l", "<q", "=q") or view.itemsize != 8:
+        raise TypeError("samples must be a writable int64 buffer (array('q'))")
+    if view.ndim != 1 or not view.c_contiguous:
+        raise TypeError("samples must be one-dimensional and contiguous")
+    if len(view) < count:
+        raise ValueError(f"samples holds {len(view)} items, needs {count}")
+    return view
+
+
+def configure(sock: socket.socket, mode: str, timeout: float) -> None:
+    """Put ``sock`` in ``mode``'s state; the same syscalls for both twins."""
+    if mode == "blocking":
+        sock.setblocking(True)
+        tv = _timeval(timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    elif mode == "timeout":
+        # CPython keeps the fd O_NONBLOCK and polls before every call.
+        sock.settimeout(timeout)
+    else:
+        sock.setblocking(False)
+
+
+def _timeval(seconds: float) -> bytes:
+    sec = int(seconds)
+    usec = int(round((seconds - sec) * 1e6))
+    return struct.pack("@ll", sec, usec)
+
+
+def timed_out() -> TimeoutError:
+    """The error both twins raise when a wait expires."""
+    return TimeoutError(errno.ETIMEDOUT, "timed out")
+
+
+def peer_closed() -> ConnectionResetError:
+    """EOF in the middle of a round trip: the peer went away."""
+    return ConnectionResetError(errno.ECONNRESET, "connection closed by peer")
+
+
+def pattern_buffer(size: int) -> bytearray:
+    """``size + PATTERN_PERIOD`` bytes of the pattern: any message of
+    ``size`` bytes starting at stream offset ``o`` is the slice
+    ``[o % PATTERN_PERIOD : o % PATTERN_PERIOD + size]``."""
+    n = size + PATTERN_PERIOD
+    period = bytes(range(PATTERN_PERIOD))
+    reps = n // PATTERN_PERIOD + 1
+    return bytearray((period * reps)[:n])
+
+
+def pattern_error(offset: int, got: int, want: int) -> ValueError:
+    return ValueError(
+        f"integrity check failed at byte {offset}: got {got}, expected {want}"
+    )
