@@ -1,0 +1,292 @@
+"""fastsock reports: the schema, the loader, atomic writes.
+
+Design note
+-----------
+A fastsock report is a pyperf ``BenchmarkSuite`` JSON file (``pyperf show``,
+``stats`` and ``compare_to`` work on it) whose benchmarks carry fastsock's
+metadata.  Every consumer (compare, plot, report) reads a case's fields from
+metadata, never from its name, and goes through :func:`load_report`, which
+turns every way a file can be wrong into one :class:`ReportError` line.
+
+Schema (``fastsock_schema`` = 1)
+--------------------------------
+Benchmark metadata (the same in every run of a benchmark):
+
+=================  =====  ==================================================
+key                type   meaning
+=================  =====  ==================================================
+name               str    ``scenario/transport/mode/size/impl``
+unit               str    ``second`` (pyperf's value, lower is better)
+scenario           str    ``stream`` (throughput) or ``pingpong`` (RTT)
+transport          str    tcp4 tcp6 udp4 udp6 unix-stream unix-dgram
+mode               str    blocking timeout nonblocking spin
+size               int    message / datagram payload, bytes
+impl               str    measured side: ``cython`` or ``python``
+batch              int    datagrams per syscall (1 when absent: schema 1)
+peer_impl          str    the peer's implementation
+fastsock_schema    int    this schema's version
+fastsock_version   str    fastsock's version
+fastsock_commit    str    git commit of the measured tree ("unknown" if none)
+fastsock_loaded    str    implementation the measuring process loaded
+tcp_nodelay        int    1 when TCP_NODELAY was set (pingpong over TCP)
+sndbuf, rcvbuf     int    effective SO_SNDBUF / SO_RCVBUF, bytes
++ fingerprint      ...    see :data:`FINGERPRINT_KEYS` (pyperf adds
+                          cpu_model_name, cpu_count, python_version,
+                          platform, hostname, load_avg_1min, ...)
+=================  =====  ==================================================
+
+pyperf's value: seconds per message (stream), seconds per round trip
+(pingpong), elapsed / *delivered* datagrams (datagram stream: never the send
+rate).  Derived when shown: MB/s = size / value / 1e6, msg/s = 1 / value.
+
+Run metadata (one pyperf run = one worker process; calibration runs have
+no values and are ignored):
+
+=============  =====  =====================================================
+cpu_per_msg    float  measured side's CPU time (user + system) per message
+                      or round trip, seconds
+sent           int    datagrams sent (datagram stream)
+delivered      int    datagrams the peer received (datagram stream)
+loss           float  1 - delivered / sent (datagram stream); lost round
+                      trips / rounds (datagram pingpong)
+rtt_p50 ...    float  rtt_p50, rtt_p90, rtt_p99, rtt_p999: round-trip time
+                      percentiles over that process's timed round trips, s
+=============  =====  =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pyperf
+
+SCHEMA_VERSION = 1
+# Reports larger than this are refused before parsing (bytes): a default
+# run is well under 10 MB; a larger file is not a fastsock report.
+MAX_REPORT_BYTES = 256 * 1024 * 1024
+
+CASE_FIELDS = ("scenario", "transport", "mode", "size", "impl")
+# Defaults for fields added after schema 1, so older reports still load.
+FIELD_DEFAULTS: dict[str, Any] = {"batch": 1}
+FINGERPRINT_KEYS = (
+    "cpu_model_name",
+    "cpu_count",
+    "cpu_affinity",
+    "platform",
+    "kernel",
+    "python_version",
+    "cython_version",
+    "fastsock_version",
+    "fastsock_commit",
+    "fastsock_loaded",
+    "net_core_rmem_max",
+    "net_core_wmem_max",
+    "net_core_busy_poll",
+    "net_core_busy_read",
+    "load_avg_1min",
+    "hostname",
+)
+PERCENTILES = ("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999")
+
+
+class ReportError(Exception):
+    """A report that cannot be used; ``str()`` is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class CaseKey:
+    scenario: str
+    transport: str
+    mode: str
+    size: int
+    impl: str
+    batch: int = 1
+
+    @property
+    def name(self) -> str:
+        base = f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/{self.impl}"
+        return base if self.batch == 1 else f"{base}/batch{self.batch}"
+
+    def other_impl(self, impl: str) -> "CaseKey":
+        return CaseKey(self.scenario, self.transport, self.mode, self.size, impl, self.batch)
+
+
+@dataclass
+class Case:
+    """One benchmark of a report, with what consumers need from it."""
+
+    key: CaseKey
+    benchmark: pyperf.Benchmark
+    metadata: dict[str, Any]
+    # values per worker process (warmups and calibration runs excluded)
+    process_values: list[list[float]] = field(default_factory=list)
+    run_metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def values(self) -> list[float]:
+        return [v for vals in self.process_values for v in vals]
+
+    def process_medians(self) -> list[float]:
+        import statistics
+
+        return [statistics.median(v) for v in self.process_values if v]
+
+    def run_mean(self, key: str) -> float | None:
+        """Mean over processes of a numeric run-metadata key, or None."""
+        vals = [float(m[key]) for m in self.run_metadata if key in m]
+        return sum(vals) / len(vals) if vals else None
+
+
+@dataclass
+class Report:
+    path: str
+    suite: pyperf.BenchmarkSuite
+    cases: list[Case]
+    fingerprint: dict[str, Any]
+
+    def by_key(self) -> dict[CaseKey, Case]:
+        return {c.key: c for c in self.cases}
+
+
+def _case_from_benchmark(path: str, bench: pyperf.Benchmark) -> Case | None:
+    meta = bench.get_metadata()
+    if "fastsock_schema" not in meta:
+        return None
+    missing = [k for k in CASE_FIELDS if k not in meta]
+    if missing:
+        raise ReportError(
+            f"{path}: benchmark {bench.get_name()!r} lacks fastsock metadata: {', '.join(missing)}"
+        )
+    try:
+        size = int(meta["size"])
+        batch = int(meta.get("batch", FIELD_DEFAULTS["batch"]))
+    except (TypeError, ValueError):
+        raise ReportError(f"{path}: benchmark {bench.get_name()!r} has a non-integer size") from None
+    key = CaseKey(
+        str(meta["scenario"]), str(meta["transport"]), str(meta["mode"]), size,
+        str(meta["impl"]), batch,
+    )
+    process_values: list[list[float]] = []
+    run_meta: list[dict[str, Any]] = []
+    for run in bench.get_runs():
+        if not run.values:
+            continue  # calibration run
+        vals = [float(v) for v in run.values]
+        if not all(math.isfinite(v) and v > 0 for v in vals):
+            raise ReportError(f"{path}: benchmark {key.name!r} has a non-positive value")
+        process_values.append(vals)
+        run_meta.append(run.get_metadata())
+    if not process_values:
+        raise ReportError(f"{path}: benchmark {key.name!r} has no values")
+    full_meta = dict(FIELD_DEFAULTS)
+    full_meta.update(meta)
+    return Case(key, bench, full_meta, process_values, run_meta)
+
+
+def load_report(path: str | os.PathLike[str]) -> Report:
+    """Load and validate a fastsock report; every failure is a ReportError."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read: {exc.strerror}") from None
+    if os.path.isdir(path):
+        raise ReportError(f"{path}: is a directory, not a report")
+    if st.st_size == 0:
+        raise ReportError(f"{path}: empty file, not a report")
+    if st.st_size > MAX_REPORT_BYTES:
+        raise ReportError(
+            f"{path}: {st.st_size} bytes, over the {MAX_REPORT_BYTES} byte cap for a report"
+        )
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        data = json.loads(raw)
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ReportError(f"{path}: not JSON ({_first_line(exc)}), truncated or corrupt?") from None
+    if not isinstance(data, dict) or "version" not in data or (
+        "benchmarks" not in data and "runs" not in data
+    ):
+        raise ReportError(f"{path}: JSON but not a pyperf report")
+    try:
+        suite = pyperf.BenchmarkSuite.loads(raw.decode("utf-8"))
+    except Exception as exc:  # pyperf raises many types on malformed input
+        raise ReportError(f"{path}: not a valid pyperf report ({_first_line(exc)})") from None
+    cases: list[Case] = []
+    for bench in suite.get_benchmarks():
+        case = _case_from_benchmark(path, bench)
+        if case is not None:
+            cases.append(case)
+    if not cases:
+        raise ReportError(f"{path}: a pyperf report without fastsock metadata")
+    seen: set[CaseKey] = set()
+    for case in cases:
+        if case.key in seen:
+            raise ReportError(f"{path}: case {case.name!r} appears twice")
+        seen.add(case.key)
+    schema = max(int(c.metadata.get("fastsock_schema", 0)) for c in cases)
+    if schema > SCHEMA_VERSION:
+        raise ReportError(
+            f"{path}: report schema {schema} is newer than this fastsock ({SCHEMA_VERSION}); upgrade"
+        )
+    return Report(path, suite, cases, fingerprint(cases))
+
+
+def fingerprint(cases: Iterable[Case]) -> dict[str, Any]:
+    """The environment keys shared by the report's cases (first case wins)."""
+    fp: dict[str, Any] = {}
+    for case in cases:
+        for key in FINGERPRINT_KEYS:
+            if key not in fp and key in case.metadata:
+                fp[key] = case.metadata[key]
+    return fp
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory
+    and a rename, so a crash mid-write leaves the previous file intact."""
+    path = os.fspath(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def dump_suite(suite: pyperf.BenchmarkSuite, path: str | os.PathLike[str]) -> None:
+    """Atomically write a pyperf suite as JSON (pyperf's own ``dump`` is not
+    atomic and refuses existing files)."""
+    import io
+
+    buf = io.StringIO()
+    suite.dump(buf, compact=False)
+    write_atomic(path, buf.getvalue())

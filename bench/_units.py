@@ -1,0 +1,62 @@
+"""Human units for what pyperf stores in seconds.
+
+Design note: pyperf's value is seconds per message (stream) or per round
+trip (pingpong), lower is better.  Everything shown to a person is derived
+here, in one place, so the run summary, compare, plots and the HTML report
+print the same figure the same way.  MB = 10**6 bytes (as iperf3 -f M is
+not: it uses 2**20; we say MB and mean 10**6).
+"""
+
+from __future__ import annotations
+
+MB = 1e6  # bytes in a megabyte, as shown everywhere (not MiB)
+
+
+def throughput_mbps(size: int, seconds_per_msg: float) -> float:
+    """MB/s (10**6 bytes per second) for ``size``-byte messages."""
+    return size / seconds_per_msg / MB
+
+
+def msg_rate(seconds_per_msg: float) -> float:
+    """Messages (or round trips) per second."""
+    return 1.0 / seconds_per_msg
+
+
+def usec(seconds: float) -> float:
+    return seconds * 1e6
+
+
+def fmt_size(size: int) -> str:
+    """64 -> '64 B', 65536 -> '64 KiB', 1048576 -> '1 MiB'."""
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
+
+
+def fmt_mbps(value: float) -> str:
+    return f"{value:,.1f} MB/s" if value >= 10 else f"{value:,.3g} MB/s"
+
+
+def fmt_rate(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:.2f} M msg/s"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f} k msg/s"
+    return f"{value:.0f} msg/s"
+
+
+def fmt_usec(seconds: float) -> str:
+    us = seconds * 1e6
+    if us >= 1000:
+        return f"{us / 1000:,.2f} ms"
+    return f"{us:.2f} µs" if us < 100 else f"{us:.1f} µs"
+
+
+def fmt_value(scenario: str, size: int, seconds: float) -> str:
+    """The headline figure of a case in its natural unit."""
+    if scenario == "pingpong":
+        return f"RTT {fmt_usec(seconds)}"
+    if scenario == "connect":
+        return f"{fmt_rate(1 / seconds).replace('msg/s', 'conn/s')}"
+    return f"{fmt_mbps(throughput_mbps(size, seconds))} ({fmt_rate(1 / seconds)})"

@@ -1,0 +1,122 @@
+"""Synthetic fastsock reports with known distributions, for tests of the
+consumers (compare, plot, report) that must not depend on a real run."""
+
+from __future__ import annotations
+
+import random
+from typing import Iterable
+
+import pyperf
+
+from bench._report import SCHEMA_VERSION, CaseKey
+
+FINGERPRINT = {
+    "cpu_model_name": "Synthetic CPU @ 3.0GHz",
+    "cpu_count": 2,
+    "platform": "Linux-6.1.0-x86_64-with-glibc2.36",
+    "kernel": "6.1.0",
+    "python_version": "3.11.7 (64-bit)",
+    "cython_version": "3.3.1",
+    "fastsock_version": "0.1.0",
+    "fastsock_commit": "0000000",
+    "fastsock_loaded": "cython",
+    "net_core_rmem_max": 212992,
+    "net_core_wmem_max": 212992,
+    "net_core_busy_poll": 0,
+    "net_core_busy_read": 0,
+    "hostname": "synthetic",
+}
+
+
+def make_benchmark(
+    key: CaseKey,
+    mean: float,
+    *,
+    processes: int = 8,
+    values: int = 3,
+    rel_sd: float = 0.02,
+    process_sd: float = 0.02,
+    rng: random.Random,
+    extra_meta: dict | None = None,
+) -> pyperf.Benchmark:
+    """A benchmark whose per-process level is mean * N(1, process_sd) and
+    whose values scatter around it by N(1, rel_sd)."""
+    meta = {
+        "name": key.name,
+        "unit": "second",
+        "scenario": key.scenario,
+        "transport": key.transport,
+        "mode": key.mode,
+        "size": key.size,
+        "impl": key.impl,
+        "batch": key.batch,
+        "peer_impl": "cython",
+        "fastsock_schema": SCHEMA_VERSION,
+        "loops": 1000,
+    }
+    meta.update(FINGERPRINT)
+    if extra_meta:
+        meta.update(extra_meta)
+    runs = []
+    for _ in range(processes):
+        level = mean * max(0.5, rng.gauss(1.0, process_sd))
+        vals = [level * max(0.5, rng.gauss(1.0, rel_sd)) for _ in range(values)]
+        run_meta = dict(meta)
+        run_meta["cpu_per_msg"] = level * 0.9
+        run_meta["date"] = "2026-11-29T12:00:00"
+        if key.scenario == "pingpong":
+            run_meta.update(
+                rtt_p50=level * 0.97, rtt_p90=level * 1.1,
+                rtt_p99=level * 1.6, rtt_p999=level * 3.0,
+            )
+        if key.transport.startswith("udp") or key.transport == "unix-dgram":
+            run_meta.update(loss=0.0)
+            if key.scenario == "stream":
+                run_meta.update(sent=100000, delivered=100000)
+        runs.append(pyperf.Run(vals, warmups=[(1000, level)], metadata=run_meta,
+                               collect_metadata=False))
+    return pyperf.Benchmark(runs)
+
+
+def default_keys() -> list[CaseKey]:
+    keys = []
+    for scenario, sizes in (("stream", (64, 65536)), ("pingpong", (64,))):
+        for transport in ("tcp4", "udp4", "unix-stream"):
+            for mode in ("blocking", "spin"):
+                for size in sizes:
+                    if transport == "udp4" and size > 65507:
+                        size = 8192
+                    for impl in ("cython", "python"):
+                        keys.append(CaseKey(scenario, transport, mode, size, impl))
+    return keys
+
+
+def base_time(key: CaseKey) -> float:
+    """A plausible seconds-per-message for a case."""
+    if key.scenario == "pingpong":
+        t = 12e-6 if key.mode == "blocking" else 4e-6
+    else:
+        t = 0.4e-6 + key.size / 3e9
+    return t * (1.3 if key.impl == "python" else 1.0)
+
+
+def make_suite(
+    keys: Iterable[CaseKey] | None = None,
+    *,
+    seed: int = 1,
+    scale: dict[CaseKey, float] | None = None,
+    **kw,
+) -> pyperf.BenchmarkSuite:
+    rng = random.Random(seed)
+    benches = []
+    for key in keys if keys is not None else default_keys():
+        mean = base_time(key) * (scale or {}).get(key, 1.0)
+        benches.append(make_benchmark(key, mean, rng=rng, **kw))
+    return pyperf.BenchmarkSuite(benches)
+
+
+def write_report(path, keys=None, **kw) -> str:
+    from bench._report import dump_suite
+
+    dump_suite(make_suite(keys, **kw), path)
+    return str(path)
