@@ -1,0 +1,219 @@
+"""The peer: the other end of a case, in its own process.
+
+Design note
+-----------
+The measured side (a pyperf worker) makes both sockets, then forks the peer
+and keeps one end.  Forking instead of starting a new interpreter keeps the
+peer's start in milliseconds, outside the timed region, and needs no
+address agreement.  The peer:
+
+* runs the compiled loops where they are built (else the twins; recorded
+  as ``peer_impl``), in the same mode as the measured side;
+* dies with its parent (``PR_SET_PDEATHSIG``), ignores SIGINT (the parent
+  decides what an interrupt means), sits on another CPU where there is one;
+* takes orders over a control socket: fixed 9-byte frames ``<cQ``
+  (command, argument), so a short read is always an error, never a guess.
+
+Commands: ``R n`` receive n stream bytes then answer ``D got``; ``G n``
+drop stale datagrams, answer ``A`` (ready), receive up to n datagrams
+(until an empty one, the sender's end marker) then answer ``D got``;
+``Q`` quit.  For pingpong the peer echoes from the start until EOF or ``Q``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+import fastsock
+
+FRAME = struct.Struct("<cQ")
+# The peer's bound on an idle wait (seconds); it loops after an idle echo,
+# so this only sets how often it looks at the control socket.
+PEER_IDLE = 1.0
+# How long the measured side waits for the peer to exit before SIGKILL (s).
+EXIT_GRACE = 2.0
+_PR_SET_PDEATHSIG = 1
+# The peer's stream receive buffer (bytes), at least the message size.
+RECV_BUFFER = 256 * 1024
+
+
+class PeerError(RuntimeError):
+    pass
+
+
+def _set_pdeathsig() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's cleanup and EOF still end the peer
+
+
+def choose_cpus() -> tuple[set[int] | None, int | None]:
+    """(CPUs for the measured side, CPU for the peer), or Nones where the
+    machine has one CPU or affinity is not supported."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    allowed = os.sched_getaffinity(0)
+    every = set(range(os.cpu_count() or 1))
+    outside = sorted(every - allowed)
+    if outside:
+        return None, outside[0]  # already pinned (pyperf --affinity): peer elsewhere
+    if len(allowed) < 2:
+        return None, None
+    cpus = sorted(allowed)
+    return {cpus[-1]}, cpus[-2]
+
+
+def recv_frame(ctl: socket.socket) -> tuple[bytes, int]:
+    buf = b""
+    while len(buf) < FRAME.size:
+        chunk = ctl.recv(FRAME.size - len(buf))
+        if not chunk:
+            raise PeerError("peer control channel closed (peer died?)")
+        buf += chunk
+    cmd, arg = FRAME.unpack(buf)
+    return cmd, arg
+
+
+def _peer_main(ctl: socket.socket, data: socket.socket, scenario: str,
+               dgram: bool, mode: str, size: int, loops: Any) -> None:
+    if scenario == "pingpong":
+        ctl.setblocking(False)
+        while True:
+            if dgram:
+                loops.dgram_echo(data, size, mode, PEER_IDLE)
+            else:
+                try:
+                    loops.stream_echo(data, size, mode, PEER_IDLE)
+                    return  # EOF: the measured side is done
+                except TimeoutError:
+                    pass
+            try:
+                frame = ctl.recv(FRAME.size)
+            except BlockingIOError:
+                continue
+            if not frame or frame[:1] == b"Q":
+                return
+    while True:
+        cmd, arg = recv_frame(ctl)
+        if cmd == b"Q":
+            return
+        if cmd == b"R":
+            # A large receive buffer: the peer must not be what caps the
+            # sender's rate (one recv can take many small messages).
+            got = loops.stream_recv(data, arg, max(size, RECV_BUFFER), mode, 30.0)
+        elif cmd == b"G":
+            # End markers of the previous round may still be queued: drop
+            # them before acknowledging, i.e. before the sender starts.
+            data.setblocking(False)
+            try:
+                while True:
+                    data.recv(65536)
+            except BlockingIOError:
+                pass
+            ctl.sendall(FRAME.pack(b"A", 0))
+            got = loops.dgram_recv(data, arg, size, mode, 30.0)
+        else:
+            raise PeerError(f"unknown command {cmd!r}")
+        ctl.sendall(FRAME.pack(b"D", got))
+
+
+class Peer:
+    """A forked peer process holding one end of a connected pair."""
+
+    def __init__(self, data: socket.socket, scenario: str, transport_is_dgram: bool,
+                 mode: str, size: int, cpu: int | None) -> None:
+        self.impl = fastsock.IMPLEMENTATION
+        self.cpu = cpu
+        parent = os.getpid()
+        ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the peer
+            code = 0
+            try:
+                ctl_parent.close()
+                _set_pdeathsig()
+                if os.getppid() != parent:
+                    os._exit(1)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                if cpu is not None:
+                    try:
+                        os.sched_setaffinity(0, {cpu})
+                    except OSError:
+                        pass
+                _peer_main(ctl_child, data, scenario, transport_is_dgram, mode, size,
+                           fastsock)
+            except BaseException as exc:  # report, never unwind into the parent's code
+                code = 1
+                try:
+                    print(f"fastsock peer: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    sys.stderr.flush()
+                except BaseException:
+                    pass
+            finally:
+                os._exit(code)
+        ctl_child.close()
+        self.pid = pid
+        self.ctl = ctl_parent
+
+    def order(self, cmd: bytes, arg: int) -> None:
+        self.ctl.sendall(FRAME.pack(cmd, arg))
+
+    def answer(self, timeout: float, expect: bytes = b"D") -> int:
+        self.ctl.settimeout(timeout)
+        try:
+            cmd, arg = recv_frame(self.ctl)
+        except TimeoutError:
+            raise PeerError(f"peer did not answer within {timeout:g} s (stalled?)") from None
+        if cmd != expect:
+            raise PeerError(f"peer answered {cmd!r}")
+        return arg
+
+    def ready(self) -> bool:
+        """True when an answer is waiting (non-blocking)."""
+        return self.wait_ready(0)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an answer to be waiting."""
+        r, _, _ = select.select([self.ctl], [], [], timeout)
+        return bool(r)
+
+    def close(self) -> None:
+        """Ask the peer to quit; SIGKILL it (by pid) if it does not."""
+        if self.pid <= 0:
+            return
+        try:
+            self.ctl.setblocking(False)
+            self.ctl.send(FRAME.pack(b"Q", 0))
+        except OSError:
+            pass
+        self.ctl.close()
+        deadline = time.monotonic() + EXIT_GRACE
+        while True:
+            try:
+                pid, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                break
+            time.sleep(0.005)
+        self.pid = -1

@@ -1,0 +1,339 @@
+"""``fastsock-bench run``: the pyperf runner over the case matrix.
+
+Design note
+-----------
+pyperf runs each benchmark in fresh worker processes that re-execute the
+program.  Four of its habits shape this module:
+
+* workers re-execute ``sys.argv[0]``: the Runner gets
+  ``program_args=("-m", "bench", "run")`` and the selection flags are
+  forwarded with ``add_cmdline_args``, so a worker enumerates the same
+  cases and pyperf's task index picks the same one;
+* workers get a cleaned environment: ``FASTSOCK_*`` travel with
+  ``--inherit-environ``;
+* pyperf's ``-o`` is not atomic and refuses existing files, so the suite
+  writes its own report, after every benchmark (atomic rename): an
+  interrupted run keeps everything that finished;
+* pyperf turns Ctrl-C into ``exit(1)`` and ``--timeout`` ends the whole
+  run, so stalls are bounded inside the worker (socket timeouts) and
+  SIGINT/SIGTERM are handled here (exit 130/143 after saving).
+
+A failed case (its worker exits non-zero with a one-line reason) is
+recorded and the run goes on; the exit status says so at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pyperf
+
+import fastsock
+
+from bench import _matrix as M
+from bench._report import SCHEMA_VERSION, CaseKey, dump_suite
+from bench._units import fmt_value
+
+PROG = "fastsock-bench run"
+
+# pyperf settings of each preset: processes, values, warmups, min time (s).
+# The default keeps >= 8 worker processes per case (compare's unit of
+# analysis) and trims sizes, not processes, to stay in its time budget.
+PRESET_PYPERF = {
+    "quick": ["--processes", "1", "--values", "3", "--warmups", "1", "--min-time", "0.01"],
+    "default": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.04"],
+    "full": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.04"],
+}
+# Environment variables workers must see (pyperf cleans the rest).
+INHERIT = ("FASTSOCK_PUREPYTHON", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    """The flags a worker needs to enumerate the same cases."""
+    g = p.add_argument_group("selection (comma lists)")
+    g.add_argument("--scenario", help=f"{','.join(M.SCENARIOS)} (default: all)")
+    g.add_argument("--transport", help=f"{','.join(M.TRANSPORTS)} (default: all available)")
+    g.add_argument("--mode", help=f"{','.join(M.MODES)} (default: all)")
+    g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes)")
+    g.add_argument("--impl", help=f"{','.join(M.IMPLS)} (default: both)")
+    pre = p.add_mutually_exclusive_group()
+    pre.add_argument("--quick", action="store_const", dest="preset", const="quick",
+                     help="smoke run: one small size, 1 process, 3 values")
+    pre.add_argument("--full", action="store_const", dest="preset", const="full",
+                     help="every size")
+    p.set_defaults(preset="default")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, allow_abbrev=False,
+                description="Measure fastsock's loops (compiled and pure Python) with pyperf.")
+    add_selection_args(p)
+    p.add_argument("--list", action="store_true", help="print the selected cases and exit")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="report path (default: results/<YYYYmmdd-HHMMSS>-<host>.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
+    p.add_argument("--no-html", action="store_true", help="do not write the HTML report")
+    g = p.add_argument_group("pyperf settings (override the preset)")
+    knobs = g.add_mutually_exclusive_group()
+    knobs.add_argument("--fast", action="store_true", help="pyperf --fast")
+    knobs.add_argument("--rigorous", action="store_true", help="pyperf --rigorous")
+    g.add_argument("-p", "--processes", type=int, metavar="N", help="worker processes per case")
+    g.add_argument("-n", "--values", type=int, metavar="N", help="values per process")
+    g.add_argument("-w", "--warmups", type=int, metavar="N", help="warmup values per process")
+    g.add_argument("--min-time", type=float, metavar="SECONDS", help="minimum time per value")
+    g.add_argument("--affinity", metavar="CPUS", help="pin workers to these CPUs (e.g. 0 or 0-1)")
+    g.add_argument("-v", "--verbose", action="store_true", help="pyperf's verbose output")
+    return p
+
+
+@dataclass
+class Plan:
+    selection: M.Selection
+    cases: list[CaseKey]
+    forward: list[str] = field(default_factory=list)  # selection flags for workers
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    from bench import _transports as T
+
+    def lst(value: str | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+        return M.parse_list(value, allowed, what) if value else tuple(allowed)
+
+    sel = M.Selection(
+        scenarios=lst(args.scenario, M.SCENARIOS, "scenario"),
+        transports=lst(args.transport, M.TRANSPORTS, "transport"),
+        modes=lst(args.mode, M.MODES, "mode"),
+        impls=lst(args.impl, M.IMPLS, "impl"),
+        sizes=M.parse_sizes(args.size) if args.size else None,
+        preset=args.preset,
+    )
+    cases = M.cases(sel, max_dgram=T.max_datagrams(), available=T.available(),
+                    explicit_transports=bool(args.transport))
+    forward: list[str] = []
+    for flag in ("scenario", "transport", "mode", "size", "impl"):
+        value = getattr(args, flag)
+        if value:
+            forward += [f"--{flag}", value]
+    if args.preset != "default":
+        forward.append(f"--{args.preset}")
+    return Plan(sel, cases, forward)
+
+
+def case_metadata(key: CaseKey) -> dict[str, Any]:
+    return {
+        "scenario": key.scenario,
+        "transport": key.transport,
+        "mode": key.mode,
+        "size": key.size,
+        "impl": key.impl,
+        "batch": key.batch,
+        "fastsock_schema": SCHEMA_VERSION,
+    }
+
+
+def _make_runner(forward: list[str]) -> pyperf.Runner:
+    from bench._worker import HookEntry
+
+    def add_cmdline_args(cmd: list[str], args: Any) -> None:
+        cmd.extend(forward)
+        if args.quiet:
+            cmd.append("--quiet")
+
+    return pyperf.Runner(
+        program_args=("-m", "bench", "run"),
+        add_cmdline_args=add_cmdline_args,
+        hooks=[HookEntry()],
+    )
+
+
+# ---------------------------------------------------------------- worker
+
+
+def worker_main(argv: list[str]) -> int:
+    """Inside a pyperf worker: enumerate the same cases, run task N."""
+    from bench._worker import Case
+
+    sel_parser = _Parser(prog=PROG, allow_abbrev=False, add_help=False)
+    add_selection_args(sel_parser)
+    args, rest = sel_parser.parse_known_args(argv)
+    plan = make_plan(args)
+    runner = _make_runner(plan.forward)
+    runner.parse_args(rest)
+    for key in plan.cases:
+        case = Case(key)
+        runner.bench_time_func(key.name, case.time_func, metadata=case_metadata(key))
+    return 0
+
+
+# ------------------------------------------------------------------ main
+
+
+def default_output() -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    host = socket.gethostname().split(".")[0] or "host"
+    return os.path.join("results", f"{stamp}-{host}.json")
+
+
+def check_output(path: str, overwrite: bool, created_default: bool) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if created_default:
+        os.makedirs(parent, exist_ok=True)
+    if os.path.isdir(path):
+        raise UsageError(f"output {path} is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise UsageError(f"output {path} exists (use --overwrite to replace it)")
+    if not os.path.isdir(parent):
+        raise UsageError(f"output directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable")
+
+
+def pyperf_args(args: argparse.Namespace) -> list[str]:
+    out = list(PRESET_PYPERF[args.preset])
+    if args.fast:
+        out = ["--fast"]
+    elif args.rigorous:
+        out = ["--rigorous"]
+    for flag in ("processes", "values", "warmups", "min_time"):
+        value = getattr(args, flag)
+        if value is not None:
+            if value <= 0:
+                raise UsageError(f"--{flag.replace('_', '-')} must be > 0")
+            out += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.affinity:
+        out += ["--affinity", args.affinity]
+    out += ["--verbose"] if args.verbose else ["--quiet"]
+    out += ["--hook", "fastsock", "--inherit-environ", ",".join(INHERIT)]
+    return out
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def main_run(argv: list[str]) -> int:
+    if "--worker" in argv:
+        return worker_main(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        plan = make_plan(args)
+        if "cython" in plan.selection.impls and fastsock.IMPLEMENTATION != "cython":
+            raise UsageError(
+                "the compiled extension is not loaded (FASTSOCK_PUREPYTHON set or not built); "
+                "run with --impl python"
+            )
+        if args.list:
+            for key in plan.cases:
+                print(key.name)
+            print(f"{len(plan.cases)} cases", file=sys.stderr)
+            return 0
+        output = args.output or default_output()
+        check_output(output, args.overwrite, created_default=args.output is None)
+        pargs = pyperf_args(args)
+    except (UsageError, M.MatrixError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    return _execute(args, plan, output, pargs)
+
+
+def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]) -> int:
+    from bench import _fingerprint, _summary
+
+    fingerprint = _fingerprint.collect()
+    runner = _make_runner(plan.forward)
+    runner.parse_args(pargs)
+
+    interrupted: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not interrupted:
+            interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    benchmarks: list[pyperf.Benchmark] = []
+    failed: list[tuple[str, str]] = []
+    n = len(plan.cases)
+    start = time.monotonic()
+    print(f"fastsock-bench: {n} cases, preset {args.preset}, report {output}", flush=True)
+    try:
+        for k, key in enumerate(plan.cases, 1):
+            if interrupted:
+                break
+            t_case = time.monotonic()
+            try:
+                bench = runner.bench_time_func(key.name, _never, metadata=case_metadata(key))
+            except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:
+                runner._worker_task += 1  # pyperf skips this on failure; keep tasks aligned
+                if interrupted:
+                    break
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                failed.append((key.name, reason))
+                print(f"[{k}/{n}] {key.name}: FAILED ({reason})", flush=True)
+                if args.fail_fast:
+                    break
+                continue
+            assert bench is not None
+            bench.update_metadata(fingerprint)
+            benchmarks.append(bench)
+            dump_suite(pyperf.BenchmarkSuite(benchmarks), output)
+            elapsed = time.monotonic() - start
+            eta = elapsed / k * (n - k)
+            print(
+                f"[{k}/{n}] {key.name}: {fmt_value(key.scenario, key.size, bench.median())}"
+                f"  ({time.monotonic() - t_case:.1f} s; elapsed {_fmt_duration(elapsed)},"
+                f" ETA {_fmt_duration(eta)})",
+                flush=True,
+            )
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    total = time.monotonic() - start
+    if benchmarks:
+        dump_suite(pyperf.BenchmarkSuite(benchmarks), output)
+    if interrupted:
+        name = signal.Signals(interrupted[0]).name
+        print(f"fastsock-bench: interrupted by {name} after {len(benchmarks)} of {n} cases;"
+              f" {'saved ' + output if benchmarks else 'nothing finished, no report'}",
+              file=sys.stderr)
+        return 128 + interrupted[0]
+    if benchmarks:
+        print()
+        print(_summary.render(output))
+        if not args.no_html:
+            _summary.write_html_beside(output)
+    print(f"\n{len(benchmarks)} of {n} cases in {_fmt_duration(total)}; report: "
+          f"{output if benchmarks else '(none)'}")
+    if failed:
+        print(f"{len(failed)} case(s) failed:", file=sys.stderr)
+        for name, reason in failed:
+            print(f"  {name}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _never(loops: int) -> float:  # the main process never times anything
+    raise AssertionError("time function called outside a worker")

@@ -1,0 +1,95 @@
+"""The run summary: one table per scenario, every figure with its unit.
+
+Design note: read back from the saved report (not from memory), so what is
+printed is exactly what was stored; figures are medians over values.
+Speedup = Python's time / compiled time for the same case (> 1: the
+compiled loop is faster), shown on the compiled row.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from bench._report import Case, Report, load_report
+from bench._units import fmt_size, msg_rate, throughput_mbps
+
+
+def _median(case: Case) -> float:
+    return statistics.median(case.values)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def speedups(report: Report) -> dict[Any, float]:
+    by = report.by_key()
+    out = {}
+    for key, case in by.items():
+        if key.impl == "cython":
+            other = by.get(key.other_impl("python"))
+            if other is not None:
+                out[key] = _median(other) / _median(case)
+    return out
+
+
+def render_report(report: Report) -> str:
+    sp = speedups(report)
+    parts = []
+    for scenario in ("stream", "pingpong"):
+        cases = [c for c in report.cases if c.key.scenario == scenario]
+        if not cases:
+            continue
+        rows = []
+        for c in cases:
+            k = c.key
+            t = _median(c)
+            cpu = c.run_mean("cpu_per_msg")
+            cpu_s = f"{cpu * 1e6:.2f}" if cpu is not None else "-"
+            loss = c.run_mean("loss")
+            loss_s = f"{loss * 100:.1f}%" if loss is not None else "-"
+            spd = f"{sp[k]:.2f}x" if k in sp else ""
+            if scenario == "stream":
+                rows.append([k.transport, k.mode, fmt_size(k.size), k.impl,
+                             f"{throughput_mbps(k.size, t):,.1f}", f"{msg_rate(t):,.0f}",
+                             cpu_s, loss_s, spd])
+            else:
+                p99 = c.run_mean("rtt_p99")
+                rows.append([k.transport, k.mode, fmt_size(k.size), k.impl,
+                             f"{t * 1e6:.2f}", f"{p99 * 1e6:.2f}" if p99 else "-",
+                             cpu_s, loss_s, spd])
+        if scenario == "stream":
+            headers = ["transport", "mode", "size", "impl", "MB/s", "msg/s",
+                       "CPU µs/msg", "loss", "speedup"]
+            title = "stream throughput (MB = 10^6 B; datagrams: delivered, not sent)"
+        else:
+            headers = ["transport", "mode", "size", "impl", "RTT µs", "p99 µs",
+                       "CPU µs/rt", "loss", "speedup"]
+            title = "pingpong round-trip time (mean; p99 over round trips)"
+        parts.append(f"{title}\n{_table(headers, rows)}")
+    return "\n\n".join(parts)
+
+
+def render(path: str) -> str:
+    return render_report(load_report(path))
+
+
+def write_html_beside(path: str) -> str | None:
+    """Write ``<report>.html`` beside the JSON report when the HTML module
+    is available; returns its path."""
+    try:
+        from bench import _html
+    except ImportError:
+        return None
+    html_path = path[:-5] + ".html" if path.endswith(".json") else path + ".html"
+    report = load_report(path)
+    _html.write_html(report, html_path)  # type: ignore[attr-defined]
+    print(f"HTML report: {html_path}")
+    return html_path

@@ -1,0 +1,156 @@
+"""Connected socket pairs for each transport, on this machine only.
+
+Design note
+-----------
+Every case needs two connected sockets: the measured side's and the peer's.
+They are made here in the worker (TCP: listen/connect/accept on loopback;
+UDP: two bound sockets connected to each other; Unix: real path-bound
+sockets in a private temporary directory), then the peer's end is handed to
+the peer process.  Making both ends in one process keeps set-up outside
+the timed region and needs no port or path agreement with the peer.
+
+Unix socket files are unlinked, and their directory removed, as soon as the
+connection exists: a connected Unix socket does not need its path, so a
+crash later leaves no file behind.
+
+Limits: loopback only (127.0.0.1, ::1); the cross-host peer is ``serve``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import tempfile
+
+from fastsock import UDP4_MAX, UDP6_MAX
+
+# Bound on connect/accept during set-up (seconds).
+SETUP_TIMEOUT = 5.0
+# Largest Unix datagram the suite uses (bytes); the kernel's real bound is
+# the send buffer, probed by unix_dgram_max().
+UNIX_DGRAM_CAP = 65536
+
+
+def has_ipv6() -> bool:
+    """True when ::1 can be bound here."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def unix_dgram_max() -> int:
+    """The largest Unix datagram this machine accepts, up to UNIX_DGRAM_CAP."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with a, b:
+        a.setblocking(False)
+        lo, hi = 1, UNIX_DGRAM_CAP
+        while lo < hi:  # binary search on EMSGSIZE
+            mid = (lo + hi + 1) // 2
+            try:
+                a.send(bytes(mid))
+                b.recv(mid)
+                lo = mid
+            except OSError as exc:
+                if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS, errno.EAGAIN):
+                    raise
+                hi = mid - 1
+        return lo
+
+
+def max_datagrams() -> dict[str, int]:
+    return {"udp4": UDP4_MAX, "udp6": UDP6_MAX, "unix-dgram": unix_dgram_max()}
+
+
+def available() -> list[str]:
+    out = ["tcp4", "udp4", "unix-stream", "unix-dgram"]
+    if has_ipv6():
+        out[1:1] = ["tcp6"]
+        out.insert(3, "udp6")
+    return out
+
+
+def _tcp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
+    with socket.socket(family, socket.SOCK_STREAM) as lst:
+        lst.bind((host, 0))
+        lst.listen(1)
+        lst.settimeout(SETUP_TIMEOUT)
+        client = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            client.settimeout(SETUP_TIMEOUT)
+            client.connect(lst.getsockname()[:2])
+            server, _ = lst.accept()
+        except BaseException:
+            client.close()
+            raise
+    return client, server
+
+
+def _udp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
+    a = socket.socket(family, socket.SOCK_DGRAM)
+    b = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        a.bind((host, 0))
+        b.bind((host, 0))
+        a.connect(b.getsockname()[:2])
+        b.connect(a.getsockname()[:2])
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    return a, b
+
+
+def _unix_pair(kind: int) -> tuple[socket.socket, socket.socket]:
+    d = tempfile.mkdtemp(prefix="fastsock-")
+    pa, pb = os.path.join(d, "a.sock"), os.path.join(d, "b.sock")
+    a = socket.socket(socket.AF_UNIX, kind)
+    b = socket.socket(socket.AF_UNIX, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            b.bind(pb)
+            b.listen(1)
+            b.settimeout(SETUP_TIMEOUT)
+            a.settimeout(SETUP_TIMEOUT)
+            a.connect(pb)
+            server, _ = b.accept()
+            b.close()
+            return a, server
+        a.bind(pa)
+        b.bind(pb)
+        a.connect(pb)
+        b.connect(pa)
+        return a, b
+    except BaseException:
+        a.close()
+        b.close()
+        raise
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def make_pair(transport: str) -> tuple[socket.socket, socket.socket]:
+    """(measured end, peer end), connected, blocking, no timeout."""
+    if transport == "tcp4":
+        pair = _tcp_pair(socket.AF_INET, "127.0.0.1")
+    elif transport == "tcp6":
+        pair = _tcp_pair(socket.AF_INET6, "::1")
+    elif transport == "udp4":
+        pair = _udp_pair(socket.AF_INET, "127.0.0.1")
+    elif transport == "udp6":
+        pair = _udp_pair(socket.AF_INET6, "::1")
+    elif transport == "unix-stream":
+        pair = _unix_pair(socket.SOCK_STREAM)
+    elif transport == "unix-dgram":
+        pair = _unix_pair(socket.SOCK_DGRAM)
+    else:
+        raise ValueError(f"unknown transport {transport!r}")
+    for s in pair:
+        s.settimeout(None)
+    return pair

@@ -1,0 +1,256 @@
+"""What runs inside a pyperf worker: one case's set-up and timed function.
+
+Design note
+-----------
+pyperf calls ``time_func(loops)`` several times per worker process (warmups,
+then values) and divides what it returns by ``loops``.  Set-up (sockets,
+the forked peer) happens on the first call, before the clock starts, and
+lives until the process exits; the timed region is only the loop plus, for
+throughput, the peer's confirmation that it received everything:
+
+* stream over TCP/Unix: order the peer to receive ``loops * size`` bytes,
+  start the clock, ``stream_send``, wait for the peer's count, stop;
+* stream over datagrams: the same, then end with empty datagrams (resent
+  until the peer answers, since UDP may drop one) and return
+  ``elapsed * loops / delivered``, so pyperf's value is seconds per
+  *delivered* datagram, never the send rate;
+* pingpong: ``*_pingpong`` with per-round-trip samples (both twins pay for
+  sampling alike).
+
+What a run measures beside time (CPU time per message, loss, RTT
+percentiles) is collected by :class:`StatsHook`, a pyperf hook whose
+``teardown(metadata)`` adds run metadata; only the values phase counts
+(pyperf makes a new hook per phase and the last teardown wins).
+
+Every wait is bounded: the loops' own timeouts (``CASE_TIMEOUT``) and the
+peer's answer; a failure ends the worker with one line naming the case.
+"""
+
+from __future__ import annotations
+
+import array
+import atexit
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import fastsock
+
+from bench._peer import Peer, PeerError, choose_cpus
+from bench._report import CaseKey
+from bench._transports import make_pair
+
+# Bound on any single wait of the measured side (seconds): a dead or
+# stalled peer becomes an error within this.
+CASE_TIMEOUT = 5.0
+# Bound on a datagram pingpong round before it counts as lost (seconds).
+LOSS_TIMEOUT = 0.2
+# Interval between two end-of-stream datagrams (seconds).
+END_RESEND = 0.0005
+
+_ACTIVE: "StatsHook | None" = None
+
+
+class StatsHook:
+    """pyperf hook: accumulates the extra measurements of one phase."""
+
+    name = "fastsock"
+
+    def __init__(self) -> None:
+        global _ACTIVE
+        _ACTIVE = self
+        self.msgs = 0
+        self.cpu = 0.0
+        self.sent = 0
+        self.delivered = 0
+        self.rounds = 0
+        self.lost = 0
+        self.samples: list[array.array] = []
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def teardown(self, metadata: dict[str, Any]) -> None:
+        if self.msgs:
+            metadata["cpu_per_msg"] = self.cpu / self.msgs
+        if self.sent:
+            metadata["sent"] = self.sent
+            metadata["delivered"] = self.delivered
+            metadata["loss"] = 1.0 - self.delivered / self.sent
+        if self.rounds and self.lost:
+            metadata["loss"] = self.lost / self.rounds
+        if self.samples:
+            import numpy as np
+
+            allv = np.concatenate([np.frombuffer(s, dtype=np.int64) for s in self.samples])
+            allv = allv[allv > 0]
+            if allv.size:
+                p = np.percentile(allv, [50, 90, 99, 99.9]) / 1e9
+                for key, val in zip(("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999"), p):
+                    metadata[key] = float(val)
+
+
+class HookEntry:
+    """What pyperf's ``Runner(hooks=...)`` wants: a name and a loader."""
+
+    name = "fastsock"
+
+    def load(self) -> type:
+        return StatsHook
+
+
+class CaseFailed(RuntimeError):
+    pass
+
+
+class Case:
+    """One case's sockets, peer and timed function, in a pyperf worker."""
+
+    def __init__(self, key: CaseKey) -> None:
+        self.key = key
+        impls = fastsock.implementations()
+        if key.impl not in impls:
+            raise CaseFailed("the compiled extension is not built: cannot run cython cases")
+        self.loops: Any = impls[key.impl]
+        self.dgram = key.transport in ("udp4", "udp6", "unix-dgram")
+        self.sock: socket.socket | None = None
+        self.peer: Peer | None = None
+        self.meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        key = self.key
+        mine, theirs = make_pair(key.transport)
+        try:
+            if key.scenario == "pingpong" and key.transport in ("tcp4", "tcp6"):
+                for s in (mine, theirs):
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            worker_cpus, peer_cpu = choose_cpus()
+            if worker_cpus:
+                os.sched_setaffinity(0, worker_cpus)
+            self.peer = Peer(theirs, key.scenario, self.dgram, key.mode, key.size, peer_cpu)
+        finally:
+            theirs.close()
+        self.sock = mine
+        atexit.register(self.close)
+        self.meta = {
+            "peer_impl": self.peer.impl,
+            "sndbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            "rcvbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        }
+        if key.transport in ("tcp4", "tcp6"):
+            self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            if self.dgram and self.key.scenario == "pingpong":
+                try:  # an empty datagram ends the peer's echo at once
+                    self.sock.setblocking(False)
+                    self.sock.send(b"")
+                except OSError:
+                    pass
+            self.sock.close()
+            self.sock = None
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
+
+    # ------------------------------------------------------------ timing
+    def time_func(self, loops: int) -> float:
+        try:
+            if self.sock is None:
+                self.setup()
+            if self.key.scenario == "pingpong":
+                return self._pingpong(loops)
+            if self.dgram:
+                return self._dgram_stream(loops)
+            return self._stream(loops)
+        except (OSError, PeerError, CaseFailed, ValueError) as exc:
+            self.fail(exc)
+            raise AssertionError("unreachable")
+
+    def fail(self, exc: BaseException) -> None:
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.errno and exc.strerror:
+            text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
+        print(f"fastsock-bench: case {self.key.name} failed: {text}", file=sys.stderr)
+        sys.stderr.flush()
+        self.close()
+        os._exit(3)
+
+    def _record_cpu(self, cpu: float, msgs: int) -> None:
+        if _ACTIVE is not None:
+            _ACTIVE.cpu += cpu
+            _ACTIVE.msgs += msgs
+
+    def _stream(self, loops: int) -> float:
+        size, sock, peer = self.key.size, self.sock, self.peer
+        assert sock is not None and peer is not None
+        peer.order(b"R", loops * size)
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        self.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        got = peer.answer(CASE_TIMEOUT)
+        t1 = time.perf_counter()
+        self._record_cpu(time.process_time() - c0, loops)
+        if got != loops * size:
+            raise PeerError(f"peer received {got} of {loops * size} bytes")
+        return t1 - t0
+
+    def _dgram_stream(self, loops: int) -> float:
+        size, sock, peer = self.key.size, self.sock, self.peer
+        assert sock is not None and peer is not None
+        peer.order(b"G", loops)
+        peer.answer(CASE_TIMEOUT, expect=b"A")
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        self.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        # End markers until the peer answers: one may be dropped like data.
+        deadline = time.perf_counter() + CASE_TIMEOUT
+        while not peer.ready() and time.perf_counter() < deadline:
+            try:
+                sock.send(b"")
+            except BlockingIOError:
+                pass
+            peer.wait_ready(END_RESEND)
+        delivered = peer.answer(CASE_TIMEOUT)
+        t1 = time.perf_counter()
+        self._record_cpu(time.process_time() - c0, loops)
+        if _ACTIVE is not None:
+            _ACTIVE.sent += loops
+            _ACTIVE.delivered += delivered
+        if delivered == 0:
+            raise PeerError(f"none of {loops} datagrams arrived")
+        return (t1 - t0) * loops / delivered
+
+    def _pingpong(self, loops: int) -> float:
+        size, sock = self.key.size, self.sock
+        assert sock is not None
+        samples = array.array("q", bytes(8 * loops))
+        c0 = time.process_time()
+        if self.dgram:
+            t0 = time.perf_counter()
+            done, lost = self.loops.dgram_pingpong(
+                sock, loops, size, self.key.mode, LOSS_TIMEOUT, samples=samples
+            )
+            t1 = time.perf_counter()
+            if done == 0:
+                raise PeerError(f"all {loops} round trips lost")
+        else:
+            t0 = time.perf_counter()
+            done = self.loops.stream_pingpong(
+                sock, loops, size, self.key.mode, CASE_TIMEOUT, samples=samples
+            )
+            t1 = time.perf_counter()
+            lost = 0
+        self._record_cpu(time.process_time() - c0, loops)
+        if _ACTIVE is not None:
+            _ACTIVE.rounds += loops
+            _ACTIVE.lost += lost
+            _ACTIVE.samples.append(samples[:done])
+        return t1 - t0
