@@ -85,14 +85,20 @@ class StatsHook:
         if self.rounds and self.lost:
             metadata["loss"] = self.lost / self.rounds
         if self.samples:
-            import numpy as np
+            # sorted() rather than numpy: the worker stays light to start
+            allv = sorted(v for s in self.samples for v in s if v > 0)
+            if allv:
+                for key, q in zip(("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999"),
+                                  (0.50, 0.90, 0.99, 0.999)):
+                    metadata[key] = percentile(allv, q) / 1e9
 
-            allv = np.concatenate([np.frombuffer(s, dtype=np.int64) for s in self.samples])
-            allv = allv[allv > 0]
-            if allv.size:
-                p = np.percentile(allv, [50, 90, 99, 99.9]) / 1e9
-                for key, val in zip(("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999"), p):
-                    metadata[key] = float(val)
+
+def percentile(ordered: list[int], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 class HookEntry:
