@@ -60,3 +60,16 @@ def fmt_value(scenario: str, size: int, seconds: float) -> str:
     if scenario == "connect":
         return f"{fmt_rate(1 / seconds).replace('msg/s', 'conn/s')}"
     return f"{fmt_mbps(throughput_mbps(size, seconds))} ({fmt_rate(1 / seconds)})"
+
+
+def fmt_loss(fraction: float) -> str:
+    """Datagram loss, a fraction 0..1, as a percentage."""
+    pct = fraction * 100
+    if pct == 0:
+        return "0 %"
+    return f"{pct:.2g} %" if pct < 1 else f"{pct:.1f} %"
+
+
+def fmt_ratio(ratio: float) -> str:
+    """A ratio of times (a speedup, new/base): 1.234 -> '1.23×'."""
+    return f"{ratio:.2f}×"

@@ -120,3 +120,84 @@ def write_report(path, keys=None, **kw) -> str:
 
     dump_suite(make_suite(keys, **kw), path)
     return str(path)
+
+
+# --- the realistic matrix (plots and the HTML report must scale to it) ---
+
+TRANSPORTS = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
+MODES = ("blocking", "timeout", "nonblocking", "spin")
+STREAM_SIZES = tuple(64 * 4**i for i in range(8))  # 64 B .. 1 MiB, powers of 4
+UDP_MAX = 65507  # largest UDP/IPv4 payload, bytes
+
+
+def stream_sizes(transport: str) -> tuple[int, ...]:
+    """The stream sizes a transport can carry: datagrams stop at UDP_MAX."""
+    if transport in ("udp4", "udp6", "unix-dgram"):
+        return tuple(s for s in STREAM_SIZES if s < UDP_MAX) + (UDP_MAX,)
+    return STREAM_SIZES
+
+
+def realistic_keys(
+    transports: Iterable[str] = TRANSPORTS,
+    modes: Iterable[str] = MODES,
+    stream: bool = True,
+    pingpong_sizes: Iterable[int] = (64,),
+    impls: Iterable[str] = ("cython", "python"),
+) -> list[CaseKey]:
+    keys = []
+    transports, modes, impls = list(transports), list(modes), list(impls)
+    for transport in transports:
+        for mode in modes:
+            for impl in impls:
+                if stream:
+                    for size in stream_sizes(transport):
+                        keys.append(CaseKey("stream", transport, mode, size, impl))
+                for size in pingpong_sizes:
+                    keys.append(CaseKey("pingpong", transport, mode, size, impl))
+    return keys
+
+
+def realistic_time(key: CaseKey) -> float:
+    """Seconds per message / round trip with the shape real runs have: a
+    per-call cost the interpreter inflates (so the speedup is large at small
+    sizes and fades towards 1 at large ones), plus a per-byte cost."""
+    per_call = {"blocking": 1.0e-6, "timeout": 1.6e-6, "nonblocking": 1.3e-6, "spin": 0.9e-6}
+    call = per_call.get(key.mode, 1.0e-6) * (1.8 if key.impl == "python" else 1.0)
+    if key.transport.startswith("unix"):
+        call *= 0.6
+    if key.scenario == "pingpong":
+        wake = 0.0 if key.mode == "spin" else 9e-6
+        return wake + 2 * call + 2 * key.size / 2e9
+    return call + key.size / (2.5e9 if key.transport.startswith("unix") else 1.5e9)
+
+
+def make_realistic_suite(keys: Iterable[CaseKey] | None = None, *, seed: int = 1,
+                         processes: int = 6, values: int = 3,
+                         scale: dict[CaseKey, float] | None = None,
+                         extra_meta: dict | None = None) -> pyperf.BenchmarkSuite:
+    """The default run's matrix (or ``keys``) with realistic_time's levels
+    (times ``scale[key]``: a planted change); datagram streams lose a little
+    at large sizes so loss columns show."""
+    rng = random.Random(seed)
+    benches = []
+    for key in keys if keys is not None else realistic_keys():
+        mean = realistic_time(key) * (scale or {}).get(key, 1.0)
+        bench = make_benchmark(key, mean, processes=processes, values=values, rng=rng,
+                               extra_meta=extra_meta)
+        if key.scenario == "stream" and key.transport in ("udp4", "udp6") and key.size > 4096:
+            loss = 0.01 * key.size / UDP_MAX
+            bench = pyperf.Benchmark([
+                pyperf.Run(run.values, warmups=run.warmups,
+                           metadata={**run.get_metadata(), "loss": loss},
+                           collect_metadata=False)
+                for run in bench.get_runs()
+            ])
+        benches.append(bench)
+    return pyperf.BenchmarkSuite(benches)
+
+
+def write_realistic_report(path, keys=None, **kw) -> str:
+    from bench._report import dump_suite
+
+    dump_suite(make_realistic_suite(keys, **kw), path)
+    return str(path)

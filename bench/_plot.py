@@ -1,0 +1,693 @@
+"""Figures of a fastsock report: throughput, RTT, speedup, compare ratios.
+
+Design note
+-----------
+Each figure has a builder that returns a matplotlib ``Figure`` (or None when
+the report has nothing for it), so tests inspect axes, labels and lines on
+the objects, and :func:`plot_report` saves them as PNG and SVG.  Figures are
+built with the object-oriented API (``matplotlib.figure.Figure``), never
+pyplot: no backend is selected, no display is touched, and nothing
+accumulates in pyplot's global figure list when a long process plots many
+reports.  ``savefig`` renders PNG with Agg and SVG with the SVG backend.
+
+One encoding across figures, so a reader learns it once: colour = mode
+(Okabe-Ito, colour-blind safe), line style and marker = impl (compiled
+solid, Python dashed).  Legends sit below the panels, outside every axes.
+Each figure's title says what was measured and where (CPU model and count,
+kernel, Python, fastsock commit, from the report's fingerprint).
+
+What is plotted per case is the median over worker processes of each
+process's median (the worker process is the unit of analysis, DESIGN.md);
+RTT percentiles and CPU time are means over processes of the per-process
+figures the runner records.  Units come from :mod:`bench._units`.
+
+Known limits: throughput lines carry no error bars (process-to-process
+spread is a few percent, invisible on log-log axes; the compare figure is
+where uncertainty is shown); the compare figure shows at most
+``COMPARE_MAX_CASES`` cases, the largest changes first, and says so.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from bench import _compare, _units
+from bench._compare import Comparison, SpeedupResult
+from bench._report import Case, CaseKey, Report, write_atomic
+from bench._stats import Verdict
+
+COMPILED, PYTHON = _compare.COMPILED, _compare.PYTHON  # the twins' impl names
+DATAGRAM_TRANSPORTS = ("udp4", "udp6", "unix-dgram")
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+MODE_COLOURS = {
+    "blocking": "#0072B2",
+    "timeout": "#E69F00",
+    "nonblocking": "#009E73",
+    "spin": "#D55E00",
+}
+_SPARE_COLOURS = ("#CC79A7", "#56B4E9", "#F0E442", "#000000")
+IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s")}
+_SPARE_STYLES = ((":", "^"), ("-.", "D"))
+TRANSPORT_ORDER = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
+MODE_ORDER = ("blocking", "timeout", "nonblocking", "spin")
+IMPL_ORDER = (COMPILED, PYTHON)
+PANEL_W, PANEL_H = 4.8, 3.3  # inches per panel: 8 size ticks stay legible
+COMPARE_MAX_CASES = 60  # rows in the compare figure; more stop being readable
+PNG_DPI = 110
+
+
+# ---------------------------------------------------------------- data
+
+
+def case_seconds(case: Case) -> float:
+    """The case's headline value in seconds: median of process medians."""
+    return statistics.median(case.process_medians())
+
+
+def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``values`` deduplicated, known names in ``order`` first, then the rest."""
+    seen = set(values)
+    return [v for v in order if v in seen] + sorted(seen - set(order))
+
+
+# speedup_results is asked for by several figures and tables of one report:
+# its estimates cost a rank test per case, so the last few are kept.
+_SPEEDUP_CACHE: list[tuple[Report, dict[CaseKey, SpeedupResult]]] = []
+
+
+def speedup_results(report: Report) -> dict[CaseKey, SpeedupResult]:
+    """bench._compare's compiled/Python speedup per case (estimate and 95%
+    interval of Python time / compiled time), keyed by the compiled case;
+    empty when no case has both twins."""
+    for cached, results in _SPEEDUP_CACHE:
+        if cached is report:
+            return results
+    try:
+        results = {r.key: r for r in _compare.speedup(report).results}
+    except ValueError:  # no case has both twins
+        results = {}
+    _SPEEDUP_CACHE.append((report, results))
+    del _SPEEDUP_CACHE[:-4]
+    return results
+
+
+def speedups(report: Report, scenario: str | None = None) -> dict[CaseKey, float]:
+    """Speedup estimates (Python time / compiled time) per compiled case."""
+    return {k: r.est.ratio for k, r in speedup_results(report).items()
+            if scenario is None or k.scenario == scenario}
+
+
+def where(fp: dict[str, Any]) -> str:
+    """One line saying where a report was measured, from its fingerprint."""
+    parts = []
+    cpu = str(fp.get("cpu_model_name", "unknown CPU")).strip()
+    if "cpu_count" in fp:
+        cpu += f" ({fp['cpu_count']} CPUs)"
+    parts.append(cpu)
+    kernel = fp.get("kernel") or fp.get("platform")
+    if kernel:
+        parts.append(f"Linux {kernel}" if str(kernel)[:1].isdigit() else str(kernel))
+    if "python_version" in fp:
+        parts.append("Python " + str(fp["python_version"]).split(" ")[0])
+    if "fastsock_version" in fp:
+        commit = fp.get("fastsock_commit")
+        parts.append(f"fastsock {fp['fastsock_version']}"
+                     + (f" @ {str(commit)[:10]}" if commit and commit != "unknown" else ""))
+    return " · ".join(parts)
+
+
+def _peer_note(cases: Iterable[Case]) -> str:
+    peers = {str(c.metadata.get("peer_impl", COMPILED)) for c in cases}
+    return "" if peers <= {COMPILED} else f" · peer: {'/'.join(sorted(peers))}"
+
+
+def _title(fig: Figure, what: str, report: Report, cases: Iterable[Case]) -> None:
+    fig.suptitle(f"{what}\n{where(report.fingerprint)}{_peer_note(cases)}",
+                 fontsize=11)
+
+
+def mode_colour(mode: str) -> str:
+    if mode in MODE_COLOURS:
+        return MODE_COLOURS[mode]
+    return _SPARE_COLOURS[sum(map(ord, mode)) % len(_SPARE_COLOURS)]
+
+
+def impl_style(impl: str) -> tuple[str, str]:
+    if impl in IMPL_STYLES:
+        return IMPL_STYLES[impl]
+    return _SPARE_STYLES[sum(map(ord, impl)) % len(_SPARE_STYLES)]
+
+
+def _series_label(mode: str, impl: str, batch: int) -> str:
+    return f"{mode}, {impl}" + (f", batch {batch}" if batch != 1 else "")
+
+
+@dataclass
+class _Series:
+    mode: str
+    impl: str
+    batch: int
+    cases: list[Case]  # sorted by size
+
+    @property
+    def sizes(self) -> list[int]:
+        return [c.key.size for c in self.cases]
+
+
+def _series(cases: Iterable[Case]) -> list[_Series]:
+    """Cases grouped into lines: one per (mode, impl, batch), by size."""
+    groups: dict[tuple[str, str, int], list[Case]] = {}
+    for c in cases:
+        groups.setdefault((c.key.mode, c.key.impl, c.key.batch), []).append(c)
+    modes = ordered((m for m, _, _ in groups), MODE_ORDER)
+    impls = ordered((i for _, i, _ in groups), IMPL_ORDER)
+    out = []
+    for (mode, impl, batch), cs in sorted(
+        groups.items(), key=lambda kv: (modes.index(kv[0][0]), impls.index(kv[0][1]), kv[0][2])
+    ):
+        out.append(_Series(mode, impl, batch, sorted(cs, key=lambda c: c.key.size)))
+    return out
+
+
+def _by_transport(cases: Iterable[Case]) -> dict[str, list[Case]]:
+    groups: dict[str, list[Case]] = {}
+    for c in cases:
+        groups.setdefault(c.key.transport, []).append(c)
+    return {t: groups[t] for t in ordered(groups, TRANSPORT_ORDER)}
+
+
+# ---------------------------------------------------------------- layout
+
+
+def _grid(n: int, extra_h: float = 1.4) -> tuple[Figure, list[Any]]:
+    """A figure with ``n`` panels (3 columns from 5 panels on), room for the
+    title above and the legend below."""
+    ncols = 1 if n == 1 else 2 if n <= 4 else 3
+    nrows = math.ceil(n / ncols)
+    # At least 9 inches wide: the two-line title must fit.
+    fig = Figure(figsize=(max(9.0, PANEL_W * ncols + 0.4), PANEL_H * nrows + extra_h),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)  # an empty slot in the last row
+    return fig, axes[:n]
+
+
+def _size_axis(ax: Any, sizes: Iterable[int]) -> None:
+    """Log2 x axis ticked at the measured sizes, labelled in B/KiB/MiB."""
+    ticks = sorted(set(sizes))
+    ax.set_xscale("log", base=2)
+    # Neighbouring sizes closer than a factor 1.5 (65507 next to 65536)
+    # would print on top of each other: keep the first of such a pair.
+    kept: list[int] = []
+    for s in ticks:
+        if not kept or s / kept[-1] >= 1.5:
+            kept.append(s)
+    rotate = len(kept) > 4
+    ax.set_xticks(kept, [_units.fmt_size(s) for s in kept], rotation=40 if rotate else 0,
+                  ha="right" if rotate else "center", rotation_mode="anchor")
+    ax.minorticks_off()
+    if len(ticks) == 1:
+        ax.set_xlim(ticks[0] / 2, ticks[0] * 2)
+    ax.set_xlabel("message size (bytes)")
+
+
+def _log_y(ax: Any) -> None:
+    """Log y axis labelled in plain numbers at 1-2-5 steps: '10²' makes a
+    reader do arithmetic, and one labelled decade per panel is too few."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+POINTS_LOG_SPAN = 10  # points spanning more than this factor get a log y axis
+
+
+def _points_y(axes: Sequence[Any], values: Sequence[float]) -> None:
+    """One y scale for every panel of points.  Linear from zero while the
+    values span less than POINTS_LOG_SPAN: honest for a few nearby points.
+    Beyond, log: real RTT tails (p99 ~ 50 x p50 on a busy machine) and a
+    stalled case would otherwise squash the other points onto the axis."""
+    lo, hi = min(values), max(values)
+    if lo > 0 and hi / lo > POINTS_LOG_SPAN:
+        for ax in axes:
+            _log_y(ax)
+            ax.set_ylim(lo / 1.4, hi * 1.4)
+        _densify_log_y(axes)
+        return
+    for ax in axes:
+        ax.set_ylim(0, hi * 1.08)  # headroom: a point on the frame is half hidden
+
+
+def _densify_log_y(axes: Sequence[Any]) -> None:
+    """Where the final y range spans too little for 1-2-5 ticks (fewer than
+    three visible), tick every integer multiple of the decade instead."""
+    from matplotlib.ticker import LogLocator
+
+    for ax in axes:
+        lo, hi = ax.get_ylim()
+        visible = [t for t in ax.get_yticks() if lo <= t <= hi]
+        if len(visible) < 3:
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+
+
+def _plain_number(value: float, _pos: Any = None) -> str:
+    if value >= 1:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _share_limits(axes: Sequence[Any], x: bool = True, y: bool = True) -> None:
+    """Same ranges on every panel, so transports compare at a glance; the
+    ticks stay per panel (a UDP panel has no 1 MiB tick to show)."""
+    if x:
+        lo = min(ax.get_xlim()[0] for ax in axes)
+        hi = max(ax.get_xlim()[1] for ax in axes)
+        for ax in axes:
+            ax.set_xlim(lo, hi)
+    if y:
+        lo = min(ax.get_ylim()[0] for ax in axes)
+        hi = max(ax.get_ylim()[1] for ax in axes)
+        for ax in axes:
+            ax.set_ylim(lo, hi)
+
+
+def _legend(fig: Figure, modes: Sequence[str], impls: Sequence[str],
+            extra: Sequence[Any] = (), points: bool = False) -> None:
+    """Below the panels: what the colours (mode) and styles (impl) mean; one
+    row where it fits the figure's width, else a row for modes and a row
+    for impls (a legend wider than the figure is cut off)."""
+    # Invisible handles act as headings, so the legend says which channel
+    # (colour or style) encodes what.
+    modes_row: list[Any] = [Patch(color="none", label="colour = mode:")]
+    modes_row += [Patch(color=mode_colour(m), label=m) for m in modes]
+    impls_row: list[Any] = [Patch(color="none",
+                                  label="marker = impl:" if points else "line = impl:")]
+    for impl in impls:
+        ls, marker = impl_style(impl)
+        impls_row.append(Line2D([], [], color="0.25", ls="none" if points else ls,
+                                marker=marker, mfc="white" if points and impl != COMPILED
+                                else "0.25", label=impl))
+    impls_row.extend(extra)
+    fontsize = 9
+    em = fontsize / 72  # inches
+    def width(row: list[Any]) -> float:
+        return sum((2.6 + 0.8 + 1.2 + 0.55 * len(h.get_label())) * em for h in row)
+    if width(modes_row) + width(impls_row) < fig.get_figwidth() - 0.3:
+        handles, ncol = modes_row + impls_row, len(modes_row) + len(impls_row)
+    else:
+        ncol = max(len(modes_row), len(impls_row))
+        blank = Patch(color="none", label="")
+        modes_row += [blank] * (ncol - len(modes_row))
+        impls_row += [blank] * (ncol - len(impls_row))
+        # Legend entries fill column by column: interleave to get two rows.
+        handles = [h for pair in zip(modes_row, impls_row) for h in pair]
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
+               fontsize=fontsize, handlelength=2.6, columnspacing=1.2)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def throughput_figure(report: Report) -> Figure | None:
+    """(a) Stream throughput vs message size, a panel per transport."""
+    cases = [c for c in report.cases if c.key.scenario == "stream"]
+    if not cases:
+        return None
+    groups = _by_transport(cases)
+    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
+    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    sizes = sorted({c.key.size for c in cases})
+    fig, axes = _grid(len(groups))
+    for ax, (transport, tcases) in zip(axes, groups.items()):
+        if len(sizes) == 1:
+            # A line through one x is no line: points per mode, from zero.
+            _points(ax, tcases, modes, impls, lambda c: (
+                _units.throughput_mbps(c.key.size, case_seconds(c)), None))
+        else:
+            for s in _series(tcases):
+                ls, marker = impl_style(s.impl)
+                mbps = [_units.throughput_mbps(c.key.size, case_seconds(c)) for c in s.cases]
+                ax.plot(s.sizes, mbps, ls=ls, marker=marker, ms=4, lw=1.5,
+                        color=mode_colour(s.mode),
+                        label=_series_label(s.mode, s.impl, s.batch))
+            _size_axis(ax, (c.key.size for c in tcases))
+            _log_y(ax)
+        ax.set_ylabel("throughput (MB/s)")
+        note = " (delivered)" if transport in DATAGRAM_TRANSPORTS else ""
+        ax.set_title(transport + note, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    if len(sizes) == 1:
+        _points_y(axes, [_units.throughput_mbps(c.key.size, case_seconds(c)) for c in cases])
+        what = f"Stream throughput, {_units.fmt_size(sizes[0])} messages"
+    else:
+        _share_limits(axes)
+        _densify_log_y(axes)
+        what = "Stream throughput vs message size"
+    _title(fig, what + " (sender measured; MB = 10⁶ bytes)", report, cases)
+    _legend(fig, modes, impls, points=len(sizes) == 1)
+    return fig
+
+
+def _rtt(case: Case) -> tuple[float, float | None, float | None]:
+    """(centre, p50, p99) in µs; the centre is p50 where recorded, else the
+    mean RTT (pyperf's value)."""
+    p50, p99 = case.run_mean("rtt_p50"), case.run_mean("rtt_p99")
+    centre = p50 if p50 is not None else case_seconds(case)
+    return (_units.usec(centre),
+            None if p50 is None else _units.usec(p50),
+            None if p99 is None else _units.usec(p99))
+
+
+def rtt_figure(report: Report) -> Figure | None:
+    """(b) Ping-pong RTT.  Measured at one size (the default run): a panel
+    per transport, x = mode, a point at p50 with a bar to p99.  At several
+    sizes: a p50 line with a p50-p99 band vs size, a panel per transport and
+    impl (eight overlapping bands in one panel read as a smear)."""
+    cases = [c for c in report.cases if c.key.scenario == "pingpong"]
+    if not cases:
+        return None
+    groups = _by_transport(cases)
+    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
+    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    sizes = sorted({c.key.size for c in cases})
+    band_note = Patch(color="0.6", alpha=0.35, label="band: p50 to p99")
+    if len(sizes) == 1:
+        fig, axes = _grid(len(groups))
+        for ax, (transport, tcases) in zip(axes, groups.items()):
+            _points(ax, tcases, modes, impls, lambda c: (_rtt(c)[0], _rtt(c)[2]))
+            ax.set_title(transport, fontsize=10)
+            ax.set_ylabel("RTT (µs)")
+            ax.grid(True, axis="y", alpha=0.3)
+        rtts = [_rtt(c) for c in cases]
+        _points_y(axes, [r[0] for r in rtts] + [r[2] for r in rtts if r[2] is not None])
+        what = f"Ping-pong round-trip time (RTT), {_units.fmt_size(sizes[0])} messages"
+        extra = [Line2D([], [], color="0.25", marker="o", ms=5, ls="-", lw=1,
+                        label="point: p50, bar: to p99")]
+        points = True
+    else:
+        nrows, ncols = len(groups), len(impls)
+        fig = Figure(figsize=(PANEL_W * ncols + 0.4, 2.9 * nrows + 1.4), layout="constrained")
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        axes = grid.ravel().tolist()
+        for row, (transport, tcases) in zip(grid, groups.items()):
+            for ax, impl in zip(row, impls):
+                for s in _series(c for c in tcases if c.key.impl == impl):
+                    _rtt_series(ax, s)
+                _size_axis(ax, sizes)
+                _log_y(ax)
+                ax.set_title(f"{transport} · {impl}", fontsize=10)
+                ax.set_ylabel("RTT (µs)")
+                ax.grid(True, which="major", alpha=0.3)
+        _share_limits(axes)
+        _densify_log_y(axes)
+        what = "Ping-pong round-trip time (RTT) vs message size"
+        extra = [band_note]
+        points = False
+    _title(fig, what, report, cases)
+    _legend(fig, modes, impls, extra, points=points)
+    return fig
+
+
+def _rtt_series(ax: Any, s: _Series) -> None:
+    ls, marker = impl_style(s.impl)
+    colour = mode_colour(s.mode)
+    rtts = [_rtt(c) for c in s.cases]
+    label = _series_label(s.mode, s.impl, s.batch)
+    has_band = all(r[1] is not None and r[2] is not None for r in rtts)
+    if len(rtts) == 1:  # one size: a point with a bar, a band needs two
+        centre, _, p99 = rtts[0]
+        yerr = [[0.0], [max(0.0, p99 - centre)]] if p99 is not None else None
+        ax.errorbar(s.sizes, [centre], yerr=yerr, fmt=marker, ms=4, capsize=3,
+                    color=colour, label=label)
+        return
+    ax.plot(s.sizes, [r[0] for r in rtts], ls=ls, marker=marker, ms=4, lw=1.5,
+            color=colour, label=label)
+    if has_band:
+        ax.fill_between(s.sizes, [r[1] for r in rtts], [r[2] for r in rtts],
+                        color=colour, alpha=0.15, lw=0)
+
+
+def _points(ax: Any, cases: list[Case], modes: Sequence[str], impls: Sequence[str],
+            value: Callable[[Case], tuple[float, float | None]]) -> None:
+    """One size: x = mode, the impls side by side (compiled filled, Python
+    hollow); a point at value()[0] with a bar up to value()[1] if given."""
+    width = 0.6 / max(1, len(impls))
+    present = [m for m in modes if any(c.key.mode == m for c in cases)]
+    for c in cases:
+        if c.key.mode not in present:
+            continue
+        x = present.index(c.key.mode) + (impls.index(c.key.impl) - (len(impls) - 1) / 2) * width
+        centre, upper = value(c)
+        yerr = [[0.0], [max(0.0, upper - centre)]] if upper is not None else None
+        _, marker = impl_style(c.key.impl)
+        ax.errorbar([x], [centre], yerr=yerr, fmt=marker, ms=6, capsize=4,
+                    color=mode_colour(c.key.mode), mfc=mode_colour(c.key.mode)
+                    if c.key.impl == COMPILED else "white",
+                    label=_series_label(c.key.mode, c.key.impl, c.key.batch))
+    ax.set_xticks(range(len(present)), present)
+    ax.set_xlim(-0.6, len(present) - 0.4)
+    ax.set_xlabel("mode")
+
+
+def speedup_figure(report: Report, scenario: str) -> Figure | None:
+    """(c) Compiled/Python speedup heatmap: rows transport, columns size, a
+    panel per mode, cells annotated.  Measured at one size (ping-pong in the
+    default run), one panel with a column per mode instead: four one-column
+    panels waste the page."""
+    sp = speedups(report, scenario)
+    if not sp:
+        return None
+    modes = ordered((k.mode for k in sp), MODE_ORDER)
+    rows = [(t, b) for t in ordered((k.transport for k in sp), TRANSPORT_ORDER)
+            for b in sorted({k.batch for k in sp if k.transport == t})]
+    row_labels = [t if b == 1 else f"{t} batch {b}" for t, b in rows]
+    sizes = sorted({k.size for k in sp})
+    # Symmetric in log space around 1 (no change), so 2× faster and 2× slower
+    # are equally strong: blue = compiled faster, red = compiled slower.
+    hi = max(1.1, *(max(v, 1 / v) for v in sp.values()))
+    norm = LogNorm(vmin=1 / hi, vmax=hi)
+    panels: list[tuple[str, np.ndarray, list[str], str]] = []
+    if len(sizes) == 1:
+        grid = np.full((len(rows), len(modes)), np.nan)
+        for k, v in sp.items():
+            grid[rows.index((k.transport, k.batch)), modes.index(k.mode)] = v
+        panels.append((f"{_units.fmt_size(sizes[0])} messages", grid, modes, "mode"))
+    else:
+        for mode in modes:
+            grid = np.full((len(rows), len(sizes)), np.nan)
+            for k, v in sp.items():
+                if k.mode == mode:
+                    grid[rows.index((k.transport, k.batch)), sizes.index(k.size)] = v
+            panels.append((mode, grid, [_units.fmt_size(x) for x in sizes],
+                           "message size (bytes)"))
+    ncolumns = len(panels[0][2])
+    panel_w = max(3.4, 1.4 + 0.66 * ncolumns)
+    panel_h = max(2.4, 1.3 + 0.36 * len(rows))
+    ncols = min(len(panels), 2)
+    nrows = math.ceil(len(panels) / ncols)
+    # At least wide enough for the two-line title.
+    fig = Figure(figsize=(max(9.0, panel_w * ncols + 1.6), panel_h * nrows + 1.2),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    axes = axes[:len(panels)]
+    image = None
+    for ax, (title, grid, xlabels, xname) in zip(axes, panels):
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=_speedup_cmap(), norm=norm,
+                          aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            if math.isnan(v):
+                ax.text(j, i, "–", ha="center", va="center", fontsize=8, color="0.55")
+                continue
+            # Dark cells get white text; norm() is 0..1 along the colour map.
+            dark = abs(float(norm(v)) - 0.5) > 0.3
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+        rotate = len(xlabels) > 4
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=40 if rotate else 0,
+                      ha="right" if rotate else "center", rotation_mode="anchor")
+        ax.set_yticks(range(len(rows)), row_labels)
+        ax.set_xlabel(xname)
+        ax.set_ylabel("transport")
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(length=0)
+    if image is not None:
+        cbar = fig.colorbar(image, ax=axes, shrink=0.85, aspect=25,
+                            label="speedup (Python time / compiled time, ×)")
+        ticks = _colourbar_ticks(hi)
+        cbar.set_ticks(ticks, labels=[f"{t:g}×" for t in ticks])
+        cbar.ax.minorticks_off()
+        cbar.ax.axhline(1.0, color="0.2", lw=0.8)
+    what = {"stream": "stream throughput", "pingpong": "ping-pong RTT"}.get(scenario, scenario)
+    _title(fig, f"Speedup of the compiled loops ({COMPILED}) over pure Python in {what}\n"
+                "(Python time / compiled time: >1 compiled faster; –: not measured)",
+           report, [c for c in report.cases if c.key.scenario == scenario])
+    return fig
+
+
+def _colourbar_ticks(hi: float) -> list[float]:
+    """Round ratios between 1/hi and hi, at least 1/7 of the bar apart
+    (log space), always including 1."""
+    span = 2 * math.log(hi)
+    candidates = (0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2, 3, 4, 5, 10)
+    kept = [1.0]
+    for t in sorted(candidates, key=lambda t: abs(math.log(t))):
+        if 1 / hi <= t <= hi and all(abs(math.log(t / k)) >= span / 7 for k in kept):
+            kept.append(t)
+    return sorted(kept)
+
+
+def _speedup_cmap() -> Any:
+    from matplotlib import colormaps
+
+    # grey: cases not measured (UDP above 65507 B)
+    return colormaps["RdBu"].with_extremes(bad="#eeeeee")
+
+
+# ---------------------------------------------------------------- output
+
+
+def figures(report: Report, base: Report | None = None,
+            comparison: Comparison | None = None) -> dict[str, Figure]:
+    """Every figure the report supports, by file-name stem; with a base,
+    the compare figure (``comparison``: an already computed one)."""
+    builders: list[tuple[str, Callable[[], Figure | None]]] = [
+        ("throughput", lambda: throughput_figure(report)),
+        ("rtt", lambda: rtt_figure(report)),
+        ("speedup_stream", lambda: speedup_figure(report, "stream")),
+        ("speedup_pingpong", lambda: speedup_figure(report, "pingpong")),
+    ]
+    if base is not None:
+        builders.insert(0, ("compare", lambda: compare_figure(report, base, comparison)))
+    out = {}
+    for name, build in builders:
+        fig = build()
+        if fig is not None:
+            out[name] = fig
+    return out
+
+
+def render(fig: Figure, fmt: str, dpi: int = PNG_DPI) -> bytes:
+    """The figure's bytes in ``fmt`` (png or svg)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi,
+                metadata={"Software": "fastsock-bench"} if fmt == "png" else None)
+    return buf.getvalue()
+
+
+def plot_report(
+    report: Report,
+    outdir: str | Path,
+    base: Report | None = None,
+    formats: Sequence[str] = ("png", "svg"),
+    prefix: str | None = None,
+    comparison: Comparison | None = None,
+) -> list[Path]:
+    """Write every figure in every format to ``outdir`` (created if needed),
+    named ``<prefix>_<figure>.<fmt>`` (prefix: the report's file stem);
+    each file is written atomically.  Returns the paths written."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if prefix is None:
+        prefix = Path(report.path).stem
+    written = []
+    for name, fig in figures(report, base, comparison).items():
+        for fmt in formats:
+            path = outdir / f"{prefix}_{name}.{fmt}"
+            write_atomic(path, render(fig, fmt))
+            written.append(path)
+    return written
+
+
+VERDICT_COLOURS = {
+    Verdict.SLOWER: "#C0392B",  # the one to see: a regression
+    Verdict.FASTER: "#1E8449",
+    Verdict.INCONCLUSIVE: "#D4A017",
+    Verdict.SAME: "#8C8C8C",
+}
+
+
+def case_label(key: CaseKey) -> str:
+    """A case as a person reads it: 'stream tcp4 blocking 4 KiB cython'."""
+    batch = f" batch {key.batch}" if key.batch != 1 else ""
+    return f"{key.scenario} {key.transport} {key.mode} {_units.fmt_size(key.size)} {key.impl}{batch}"
+
+
+def compare_figure(report: Report, base: Report, comparison: Comparison | None = None,
+                   max_cases: int = COMPARE_MAX_CASES) -> Figure | None:
+    """(d) Time ratio new/base per case, a bar from 1 to the estimate with
+    its 95% interval, coloured by verdict (regressions red), a line at 1 and
+    the threshold band.  Past ``max_cases`` cases only the largest changes
+    are drawn (the title says how many of how many)."""
+    if comparison is None:
+        comparison = _compare.compare_reports(base, report)
+    results = comparison.cases
+    if not results:
+        return None
+    t = comparison.settings.threshold
+    # Calls first (slower, faster, inconclusive), then the largest changes.
+    rank = {Verdict.SLOWER: 0, Verdict.FASTER: 1, Verdict.INCONCLUSIVE: 2, Verdict.SAME: 3}
+    chosen = sorted(results, key=lambda r: (rank[r.time.verdict], -abs(math.log(r.time.est.ratio))))
+    chosen = chosen[:max_cases]
+    # Top to bottom: most slowed down first, most sped up last.
+    chosen.sort(key=lambda r: -r.time.est.ratio)
+    n = len(chosen)
+    fig = Figure(figsize=(10.0, 2.3 + 0.24 * n), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)[::-1]
+    ratios = np.array([r.time.est.ratio for r in chosen])
+    colours = [VERDICT_COLOURS[r.time.verdict] for r in chosen]
+    ax.axvspan(1 - t, 1 + t, color="0.88", zorder=0)
+    ax.axvline(1.0, color="0.2", lw=1, zorder=1)
+    ax.barh(y, ratios - 1, left=1, height=0.6, color=colours, zorder=2)
+    for yi, r in zip(y, chosen):
+        est = r.time.est
+        if est.bounded:
+            ax.errorbar([est.ratio], [yi], xerr=[[est.ratio - est.low], [est.high - est.ratio]],
+                        fmt="none", ecolor="0.1", elinewidth=1, capsize=2.5, zorder=3)
+    # A dot at each estimate: a bar of a ratio near 1 has no visible length.
+    ax.plot(ratios, y, "o", ms=2.5, color="0.1", zorder=4)
+    lows = [r.time.est.low for r in chosen if r.time.est.bounded] + list(ratios) + [1 - t]
+    highs = [r.time.est.high for r in chosen if r.time.est.bounded] + list(ratios) + [1 + t]
+    pad = 0.15 * (max(highs) - min(lows))
+    ax.set_xlim(max(0.0, min(lows) - pad), max(highs) + pad)
+    ax.set_yticks(y, [case_label(r.key) + ("" if r.time.est.bounded else " (no interval)")
+                      for r in chosen], fontsize=8)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel("time ratio new / base (×; > 1: slower, < 1: faster)")
+    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:g}×")
+    ax.grid(True, axis="x", alpha=0.3)
+    total = len(results)
+    shown = f"all {total} cases" if n == total else f"the {n} largest changes of {total} cases"
+    base_name, new_name = Path(base.path).name, Path(report.path).name
+    what = (f"{new_name} vs base {base_name}: time ratio with 95% interval, {shown}\n"
+            f"(grey band: ±{100 * t:g}% threshold; "
+            f"{comparison.settings.correction.value.upper()}-corrected verdicts)")
+    if comparison.machine_differs:
+        what += "\nWARNING: different machines (" + ", ".join(
+            f"{d.key}: {d.base} vs {d.new}" for d in comparison.machine_differs) + ")"
+    _title(fig, what, report, report.cases)
+    counts = comparison.counts()
+    handles = [Patch(color=VERDICT_COLOURS[v], label=f"{v.value} ({counts[v.value]})")
+               for v in (Verdict.SLOWER, Verdict.FASTER, Verdict.INCONCLUSIVE, Verdict.SAME)]
+    handles.append(Patch(color="0.88", label=f"±{100 * t:g}% threshold"))
+    handles.append(Line2D([], [], color="0.1", marker="|", ms=8, lw=1, label="95% interval"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False,
+               fontsize=9)
+    return fig
