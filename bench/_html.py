@@ -143,7 +143,9 @@ def render_html(report: Report, base: Report | None = None,
         "<footer>Written by fastsock-bench from "
         f"{e(report.path)}. Per case: the median over worker processes of each process's "
         "median; RTT percentiles, CPU time per message and loss are means over processes. "
-        "MB = 10<sup>6</sup> bytes. Speedup = Python time / compiled time.</footer>\n"
+        "MB = 10<sup>6</sup> bytes. Speedup: Python time / compiled time, the Hodges-Lehmann "
+        "estimate over process medians (as <code>fastsock-bench speedup</code> gives it)."
+        "</footer>\n"
         "</body>\n</html>\n")
     return "".join(parts)
 

@@ -511,9 +511,13 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
     for ax, (title, grid, xlabels, xname) in zip(axes, panels):
         image = ax.imshow(np.ma.masked_invalid(grid), cmap=_speedup_cmap(), norm=norm,
                           aspect="auto")
+        # Cells not measured show the hatched background: a light grey
+        # fill would read as a speedup of about 1.
+        ax.patch.set_facecolor("white")
+        ax.patch.set_hatch("///")
+        ax.patch.set_edgecolor("0.75")
         for (i, j), v in np.ndenumerate(grid):
             if math.isnan(v):
-                ax.text(j, i, "–", ha="center", va="center", fontsize=8, color="0.55")
                 continue
             # Dark cells get white text; norm() is 0..1 along the colour map.
             dark = abs(float(norm(v)) - 0.5) > 0.3
@@ -536,7 +540,7 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
         cbar.ax.axhline(1.0, color="0.2", lw=0.8)
     what = {"stream": "stream throughput", "pingpong": "ping-pong RTT"}.get(scenario, scenario)
     _title(fig, f"Speedup of the compiled loops ({COMPILED}) over pure Python in {what}\n"
-                "(Python time / compiled time: >1 compiled faster; –: not measured)",
+                "(Python time / compiled time: > 1 compiled faster; hatched: not measured)",
            report, [c for c in report.cases if c.key.scenario == scenario])
     return fig
 
@@ -556,8 +560,8 @@ def _colourbar_ticks(hi: float) -> list[float]:
 def _speedup_cmap() -> Any:
     from matplotlib import colormaps
 
-    # grey: cases not measured (UDP above 65507 B)
-    return colormaps["RdBu"].with_extremes(bad="#eeeeee")
+    # transparent: cells not measured show the axes' hatching
+    return colormaps["RdBu"].with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
 
 
 # ---------------------------------------------------------------- output
