@@ -241,9 +241,11 @@ def stream_pingpong(
     timeout: float = DEFAULT_TIMEOUT, samples: Any = None, pattern: bool = False,
 ) -> int:
     check_stream(sock, size, count)
-    mode, timeout, tms = _setup(sock, mode, timeout)
     out = check_samples(samples, count)
-    msg = memoryview(pattern_buffer(size)[:size] if pattern else bytearray(size))
+    mode, timeout, tms = _setup(sock, mode, timeout)
+    pat = memoryview(pattern_buffer(size)) if pattern else None
+    msg = memoryview(bytearray(size))
+    off = 0
     rbuf = memoryview(bytearray(size))
     send = sock.send
     recv_into = sock.recv_into
@@ -252,6 +254,9 @@ def stream_pingpong(
     if mode in ("blocking", "timeout"):
         try:
             for i in range(count):
+                if pat is not None:
+                    msg = pat[off:off + size]
+                    off = (off + size) % PATTERN_PERIOD
                 if out is not None:
                     t0 = now()
                 n = send(msg)
@@ -265,7 +270,7 @@ def stream_pingpong(
                     got += n
                 if out is not None:
                     out[i] = now() - t0
-                if pattern and rbuf != msg:
+                if pat is not None and rbuf != msg:
                     raise _first_mismatch(rbuf, msg, i * size)
         except (BlockingIOError, TimeoutError):
             raise timed_out() from None
@@ -276,6 +281,9 @@ def stream_pingpong(
     spins = 0
     start = 0.0
     for i in range(count):
+        if pat is not None:
+            msg = pat[off:off + size]
+            off = (off + size) % PATTERN_PERIOD
         if out is not None:
             t0 = now()
         n = 0
@@ -312,7 +320,7 @@ def stream_pingpong(
             got += n
         if out is not None:
             out[i] = now() - t0
-        if pattern and rbuf != msg:
+        if pat is not None and rbuf != msg:
             raise _first_mismatch(rbuf, msg, i * size)
     return count
 
@@ -487,8 +495,8 @@ def dgram_pingpong(
     timeout: float = DEFAULT_TIMEOUT, samples: Any = None, pattern: bool = False,
 ) -> tuple[int, int]:
     check_dgram(sock, size, count)
-    mode, timeout, tms = _setup(sock, mode, timeout)
     out = check_samples(samples, count)
+    mode, timeout, tms = _setup(sock, mode, timeout)
     sbuf = bytearray(pattern_buffer(size)[:size] if pattern else bytearray(size))
     msg = memoryview(sbuf)
     rbuf = memoryview(bytearray(size))
