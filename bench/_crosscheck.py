@@ -1,0 +1,527 @@
+"""``fastsock-bench crosscheck``: the suite's compiled cases beside iperf3 and sockperf.
+
+Design note
+-----------
+A performance engineer trusts the suite's figures when they agree with the C
+tools on the workloads both can run.  For each such workload this module
+runs the tool and the suite's compiled case alternately (tool, suite, tool,
+suite, ...), takes the median of each over the repetitions, and shows the
+ratio suite/tool, flagged when it is off by more than :data:`AGREE` (5%).
+
+The pairs, chosen so that the two sides do the same work:
+
+* TCP stream, 64 KiB writes: ``iperf3 -l 64K -N -A c,s`` vs
+  ``stream/tcp4/blocking/65536`` (iperf3 sends with blocking writes);
+* UDP stream, 1472 B datagrams: ``iperf3 -u -b 0 -l 1472`` vs
+  ``stream/udp4/blocking/1472``, both as *delivered* rate (iperf3's
+  receiver figure), with loss beside;
+* TCP and UDP ping-pong, 64 B, RTT: ``sockperf pp --full-rtt`` vs
+  ``pingpong/*/blocking/64``, and sockperf with its epoll wait vs
+  ``pingpong/*/nonblocking/64``.  sockperf with one ``-i`` address does
+  *not* use epoll, whatever ``-F`` says: it blocks in ``recvfrom()`` (its
+  own banner and strace say so).  Its iomux is used only with a feed file
+  (``-f``), so the epoll rows give it one, plus ``--nonblocked``.
+
+Fairness: both tools get the CPUs the suite gives its two sides
+(:func:`bench._peer.choose_cpus`: measured side = client/sender, peer =
+server/receiver, each on its own CPU), iperf3 through ``-A``, sockperf
+through the affinity of its processes.  Figures: MB/s with MB = 10**6 B
+(iperf3's own ``-f M`` would be 2**20), RTT in µs (sockperf without
+``--full-rtt`` prints half an RTT; the parser doubles an ``avg-latency``).
+
+Bounds: every tool runs for ``-t`` seconds under a subprocess timeout; a
+server is stopped by pid in a ``finally``; ports come from binding port 0
+on loopback (a race with another program is retried).  Servers only ever
+listen on 127.0.0.1.
+
+Limits: Linux (readiness is read from /proc/net); loopback only; a loaded
+machine moves both sides, so the load average is recorded with the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from bench._units import MB, fmt_loss, usec
+
+# Suite/tool ratio beyond which the two disagree (a fraction).
+AGREE = 0.05
+# Seconds a tool's server may take to listen.
+SERVER_START = 5.0
+# Seconds past the -t duration a tool client may take before it is killed.
+CLIENT_GRACE = 20.0
+# Seconds a stopped server gets before SIGKILL.
+STOP_GRACE = 2.0
+# Attempts at a free port (another program may take it between the probe
+# and the server's bind).
+PORT_TRIES = 3
+# iperf3 UDP datagram size: the largest UDP payload in a 1500 B MTU packet
+# (bytes); the suite runs the same size.
+UDP_SIZE = 1472
+
+TOOLS = ("iperf3", "sockperf")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One pair: a tool's invocation and the suite case doing the same work."""
+
+    name: str
+    tool: str           # "iperf3" or "sockperf"
+    scenario: str       # the suite's case ...
+    transport: str
+    mode: str
+    size: int
+    epoll: bool = False  # sockperf: feed file + -F epoll + --nonblocked
+
+    @property
+    def case(self) -> str:
+        return f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/cython"
+
+    @property
+    def udp(self) -> bool:
+        return self.transport.startswith("udp")
+
+
+WORKLOADS = (
+    Workload("tcp-stream", "iperf3", "stream", "tcp4", "blocking", 65536),
+    Workload("udp-stream", "iperf3", "stream", "udp4", "blocking", UDP_SIZE),
+    Workload("tcp-pingpong", "sockperf", "pingpong", "tcp4", "blocking", 64),
+    Workload("tcp-pingpong-epoll", "sockperf", "pingpong", "tcp4", "nonblocking", 64, epoll=True),
+    Workload("udp-pingpong", "sockperf", "pingpong", "udp4", "blocking", 64),
+    Workload("udp-pingpong-epoll", "sockperf", "pingpong", "udp4", "nonblocking", 64, epoll=True),
+)
+
+
+class CrosscheckError(RuntimeError):
+    """A tool or the suite failed; str() is one line."""
+
+
+@dataclass
+class Figure:
+    """One measurement: throughput (MB/s) or mean RTT (s), and extras."""
+
+    value: float                 # MB/s (stream) or seconds (pingpong, mean RTT)
+    p50: float | None = None     # seconds (pingpong)
+    p99: float | None = None     # seconds (pingpong)
+    loss: float | None = None    # fraction (UDP)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def parse_iperf3(text: str, udp: bool) -> Figure:
+    """iperf3 ``-J`` output -> the receiver's rate in MB/s (and UDP loss).
+
+    The receiver's figure is what was delivered: for UDP at ``-b 0`` the
+    sender's is only what the socket accepted.  iperf3 >= 3.11 has
+    ``end.sum_received`` for UDP; older ones only ``end.sum``, whose bytes
+    are the sent ones, so delivered = sent * (1 - lost/packets).
+    """
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise CrosscheckError("iperf3 printed no JSON (is it iperf3 3.x?)") from None
+    if not isinstance(doc, dict):
+        raise CrosscheckError("iperf3 printed unexpected JSON")
+    if doc.get("error"):
+        raise CrosscheckError(f"iperf3: {doc['error']}")
+    end = doc.get("end") or {}
+    try:
+        if not udp:
+            rcv = end["sum_received"]
+            extra = {"retransmits": int(end.get("sum_sent", {}).get("retransmits", 0))}
+            return Figure(rcv["bytes"] / rcv["seconds"] / MB, extra=extra)
+        total = end["sum"]
+        packets = int(total["packets"])
+        lost = int(total["lost_packets"])
+        loss = lost / packets if packets else 0.0
+        if "sum_received" in end:
+            rcv = end["sum_received"]
+            mbps = rcv["bytes"] / rcv["seconds"] / MB
+        else:
+            mbps = total["bytes"] * (1 - loss) / total["seconds"] / MB
+        sent = end.get("sum_sent", total)
+        extra = {"sent_mbps": sent["bytes"] / sent["seconds"] / MB, "packets": packets}
+        return Figure(mbps, loss=loss, extra=extra)
+    except (KeyError, TypeError, ZeroDivisionError, ValueError):
+        raise CrosscheckError("iperf3 JSON lacks the end-of-test sums") from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_AVG = re.compile(r"avg-(rtt|latency)=([0-9.]+)")
+_PCT = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
+_DROPPED = re.compile(r"# dropped messages = (\d+)")
+_VALID = re.compile(r"\[Valid Duration\].*?SentMessages=(\d+); ReceivedMessages=(\d+)")
+
+
+def parse_sockperf(text: str) -> Figure:
+    """sockperf ping-pong output -> mean RTT and percentiles, in seconds.
+
+    With ``--full-rtt`` sockperf prints ``avg-rtt`` and RTT percentiles;
+    without, ``avg-latency`` and percentiles of half the RTT: those are
+    doubled here, so the result is always an RTT.
+    """
+    text = _ANSI.sub("", text)
+    m = _AVG.search(text)
+    if not m:
+        line = next((ln for ln in text.splitlines() if "ERROR" in ln or "rror" in ln), "")
+        raise CrosscheckError(f"sockperf printed no average{': ' + line.strip() if line else ''}")
+    factor = 1.0 if m.group(1) == "rtt" else 2.0  # half an RTT unless --full-rtt
+    pct = {float(q): float(v) * factor * 1e-6 for q, v in _PCT.findall(text)}
+    fig = Figure(float(m.group(2)) * factor * 1e-6, p50=pct.get(50.0), p99=pct.get(99.0))
+    valid = _VALID.search(text)
+    if valid:
+        sent, received = int(valid.group(1)), int(valid.group(2))
+        fig.extra["round_trips"] = received
+        dropped = _DROPPED.search(text)
+        if dropped and sent:
+            fig.loss = int(dropped.group(1)) / sent
+    fig.extra["full_rtt"] = factor == 1.0
+    return fig
+
+
+# ----------------------------------------------------------- running tools
+
+
+def missing_tools(path: str | None = None) -> list[str]:
+    return [t for t in TOOLS if shutil.which(t, path=path) is None]
+
+
+def _free_port() -> int:
+    """A loopback port free for both TCP and UDP right now."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise CrosscheckError("no free loopback port")
+
+
+def _listening(port: int, udp: bool) -> bool:
+    """True when something is bound to 127.0.0.1:port (TCP: listening).
+    Read from /proc/net: probing with a connection would use up iperf3's
+    one test (-1)."""
+    table, state = ("/proc/net/udp", "07") if udp else ("/proc/net/tcp", "0A")
+    want = f"0100007F:{port:04X}"
+    try:
+        with open(table) as f:
+            next(f)
+            return any(ln.split()[1] == want and ln.split()[3] == state for ln in f)
+    except OSError:
+        return True  # no /proc: fall back on the start-up sleep below
+
+
+def _pin(cpu: int | None) -> Callable[[], None] | None:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+class _Server:
+    """A tool's server on loopback; stopped by pid on exit from the block."""
+
+    def __init__(self, argv: list[str], port: int, udp: bool, cpu: int | None) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, preexec_fn=_pin(cpu))
+        self.argv = argv
+        deadline = time.monotonic() + SERVER_START
+        if not os.path.exists("/proc/net/tcp"):
+            time.sleep(0.5)
+        while not _listening(port, udp):
+            if self.proc.poll() is not None:
+                raise CrosscheckError(f"{argv[0]} server exited: {self.output()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise CrosscheckError(f"{argv[0]} server did not listen within {SERVER_START:g} s")
+            time.sleep(0.02)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        lines = _ANSI.sub("", self.log.read().decode("utf-8", "replace")).strip().splitlines()
+        return lines[-1] if lines else "(no output)"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def __enter__(self) -> "_Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _client(argv: list[str], seconds: float, cpu: int | None) -> tuple[str, str]:
+    """Run a tool's client; (stdout, stderr)."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=seconds + CLIENT_GRACE, preexec_fn=_pin(cpu))
+    except subprocess.TimeoutExpired:
+        raise CrosscheckError(f"{argv[0]} client did not finish within "
+                              f"{seconds + CLIENT_GRACE:g} s") from None
+    out = done.stdout.decode("utf-8", "replace")
+    if done.returncode != 0 and not out.strip():
+        err = _ANSI.sub("", done.stderr.decode("utf-8", "replace")).strip().splitlines()
+        raise CrosscheckError(f"{argv[0]} exited {done.returncode}: {err[-1] if err else ''}")
+    return out, done.stderr.decode("utf-8", "replace")
+
+
+def tool_command(w: Workload, port: int, seconds: float, cpus: tuple[int | None, int | None],
+                 feed: str | None = None) -> tuple[list[str], list[str]]:
+    """(server argv, client argv) of a workload's tool."""
+    client_cpu, server_cpu = cpus
+    if w.tool == "iperf3":
+        server = ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)]
+        client = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", f"{seconds:g}", "-J",
+                  "-l", str(w.size)]
+        client += ["-u", "-b", "0"] if w.udp else ["-N"]
+        if client_cpu is not None and server_cpu is not None:
+            client += ["-A", f"{client_cpu},{server_cpu}"]
+        return server, client
+    if w.epoll:
+        assert feed is not None
+        where = ["-f", feed, "-F", "e", "--nonblocked"]
+        server, client = ["sockperf", "sr"] + where, ["sockperf", "pp"] + where
+    else:
+        where = ["-i", "127.0.0.1", "-p", str(port)] + ([] if w.udp else ["--tcp"])
+        server, client = ["sockperf", "sr"] + where, ["sockperf", "pp"] + where
+    client += ["-m", str(w.size), "-t", f"{seconds:g}", "--full-rtt"]
+    return server, client
+
+
+def run_tool(w: Workload, seconds: float, cpus: tuple[int | None, int | None]) -> Figure:
+    """One run of the workload's tool (server and client), bounded in time."""
+    last: CrosscheckError | None = None
+    for _ in range(PORT_TRIES):
+        port = _free_port()
+        with tempfile.TemporaryDirectory(prefix="fastsock-xc-") as tmp:
+            feed = None
+            if w.epoll:
+                feed = os.path.join(tmp, "feed.txt")
+                with open(feed, "w") as f:  # sockperf's feed file: one address
+                    f.write(f"{'U' if w.udp else 'T'}:127.0.0.1:{port}\n")
+            server_argv, client_argv = tool_command(w, port, seconds, cpus, feed)
+            try:
+                # iperf3's server listens on TCP (its control channel) even for -u
+                with _Server(server_argv, port, w.udp and w.tool == "sockperf", cpus[1]):
+                    out, err = _client(client_argv, seconds, cpus[0])
+            except CrosscheckError as exc:
+                last = exc  # most likely the port was taken: try another
+                continue
+        if w.tool == "iperf3":
+            return parse_iperf3(out, w.udp)
+        return parse_sockperf(out + err)
+    assert last is not None
+    raise last
+
+
+def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
+    """The suite's compiled case as a subprocess (``python -m bench run``)."""
+    from bench._report import ReportError, load_report
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="fastsock-xc-") as tmp:
+        out = os.path.join(tmp, "suite.json")
+        argv = [sys.executable, "-m", "bench", "run", "--scenario", w.scenario,
+                "--transport", w.transport, "--mode", w.mode, "--size", str(w.size),
+                "--impl", "cython", "-o", out, "--no-html", "-p", str(processes)]
+        try:
+            done = subprocess.run(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CrosscheckError(f"suite case {w.case} did not finish within {timeout:g} s") from None
+        if done.returncode != 0 or not os.path.exists(out):
+            err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise CrosscheckError(f"suite case {w.case} failed: {err[-1] if err else done.returncode}")
+        try:
+            case = load_report(out).cases[0]
+        except (ReportError, IndexError) as exc:
+            raise CrosscheckError(f"suite case {w.case}: {exc}") from None
+    seconds = statistics.median(case.values)
+    if w.scenario == "pingpong":
+        return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
+                      loss=case.run_mean("loss") if w.udp else None)
+    return Figure(w.size / seconds / MB, loss=case.run_mean("loss") if w.udp else None)
+
+
+# ------------------------------------------------------------ the check
+
+
+@dataclass
+class Row:
+    workload: Workload
+    tool_runs: list[Figure] = field(default_factory=list)
+    suite_runs: list[Figure] = field(default_factory=list)
+    command: str = ""
+    error: str | None = None
+
+    @staticmethod
+    def _med(runs: list[Figure], attr: str) -> float | None:
+        vals = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
+        return statistics.median(vals) if vals else None
+
+    def tool(self, attr: str = "value") -> float | None:
+        return self._med(self.tool_runs, attr)
+
+    def suite(self, attr: str = "value") -> float | None:
+        return self._med(self.suite_runs, attr)
+
+    def ratio(self, attr: str = "value") -> float | None:
+        t, s = self.tool(attr), self.suite(attr)
+        return s / t if t and s else None
+
+    def disagrees(self) -> bool:
+        r = self.ratio()
+        return r is not None and abs(r - 1) > AGREE
+
+
+@dataclass
+class Result:
+    rows: list[Row]
+    skipped: list[str]
+    seconds: float
+    repeat: int
+    processes: int
+    cpus: tuple[int | None, int | None]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, processes: int,
+               progress: Callable[[str], None] = lambda s: None,
+               path: str | None = None) -> Result:
+    """Run each workload's tool and suite case alternately, ``repeat`` times."""
+    from bench._peer import choose_cpus
+
+    worker, peer = choose_cpus()
+    cpus = (min(worker) if worker else None, peer)
+    missing = set(missing_tools(path))
+    result = Result([], [], seconds, repeat, processes, cpus, os.getloadavg())
+    for w in workloads:
+        if w.tool in missing:
+            result.skipped.append(f"{w.name}: {w.tool} is not installed")
+            continue
+        row = Row(w, command=" ".join(tool_command(w, 0, seconds, cpus, "FEED")[1])
+                  .replace("-p 0", "-p PORT"))
+        result.rows.append(row)
+        suite_timeout = 60.0 + 15.0 * processes
+        try:
+            for k in range(1, repeat + 1):
+                progress(f"[{w.name} {k}/{repeat}] {w.tool}")
+                row.tool_runs.append(run_tool(w, seconds, cpus))
+                progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
+                row.suite_runs.append(run_suite(w, processes, suite_timeout))
+        except CrosscheckError as exc:
+            row.error = str(exc)
+    result.load_after = os.getloadavg()
+    return result
+
+
+# -------------------------------------------------------------- rendering
+
+
+def _fig(w: Workload, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{usec(value):,.2f} µs" if w.scenario == "pingpong" else f"{value:,.1f} MB/s"
+
+
+def _detail(row: Row) -> str:
+    w, parts = row.workload, []
+    if w.scenario == "pingpong":
+        t, s = row.tool("p50"), row.suite("p50")
+        if t and s:
+            parts.append(f"p50 {usec(t):.2f}/{usec(s):.2f} µs ({s / t:.2f}x)")
+    lt, ls = row.tool("loss"), row.suite("loss")
+    if lt is not None or ls is not None:
+        parts.append(f"loss {fmt_loss(lt) if lt is not None else '-'}/"
+                     f"{fmt_loss(ls) if ls is not None else '-'}")
+    if row.error:
+        parts.append(f"error: {row.error}")
+    return "; ".join(parts)
+
+
+def render_table(res: Result) -> str:
+    def load(t: tuple[float, ...]) -> str:
+        return "/".join(f"{x:.2f}" for x in t)
+
+    head = ("workload", "tool", "tool figure", "suite case", "suite figure", "suite/tool",
+            "flag", "tool/suite detail")
+    lines: list[tuple[str, ...]] = []
+    for row in res.rows:
+        w, ratio = row.workload, row.ratio()
+        flag = "ERROR" if row.error and ratio is None else (
+            "DISAGREE >5%" if row.disagrees() else ("ok" if ratio is not None else "-"))
+        lines.append((w.name, w.tool, _fig(w, row.tool()), w.case, _fig(w, row.suite()),
+                      f"{ratio:.3f}" if ratio is not None else "-", flag, _detail(row)))
+    widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h)
+              for i, h in enumerate(head)]
+    out = [
+        f"crosscheck: medians of {res.repeat} alternating runs (tool {res.seconds:g} s,"
+        f" suite -p {res.processes}); client/sender on CPU {res.cpus[0]},"
+        f" server/peer on CPU {res.cpus[1]}; load average {load(res.load_before)}"
+        f" before, {load(res.load_after)} after",
+        "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT;"
+        " flag when suite/tool is off by more than 5%",
+        "  ".join(h.ljust(wd) for h, wd in zip(head, widths)).rstrip(),
+        "  ".join("-" * wd for wd in widths),
+    ]
+    out += ["  ".join(c.ljust(wd) for c, wd in zip(ln, widths)).rstrip() for ln in lines]
+    for row in res.rows:
+        out.append(f"  {row.workload.name}: {row.command}")
+    out += [f"skipped {s}" for s in res.skipped]
+    return "\n".join(out)
+
+
+def render_json(res: Result) -> str:
+    def runs(figs: list[Figure]) -> list[dict[str, Any]]:
+        return [asdict(f) for f in figs]
+
+    rows = []
+    for row in res.rows:
+        w = row.workload
+        unit = "seconds" if w.scenario == "pingpong" else "MB/s"
+        rows.append({
+            "workload": w.name, "tool": w.tool, "tool_command": row.command,
+            "suite_case": w.case, "unit": unit,
+            "tool_figure": row.tool(), "suite_figure": row.suite(), "ratio": row.ratio(),
+            "disagree": row.disagrees(), "tool_p50": row.tool("p50"),
+            "suite_p50": row.suite("p50"), "tool_loss": row.tool("loss"),
+            "suite_loss": row.suite("loss"),
+            "tool_runs": runs(row.tool_runs), "suite_runs": runs(row.suite_runs),
+            "error": row.error,
+        })
+    doc = {
+        "threshold": AGREE, "seconds": res.seconds, "repeat": res.repeat,
+        "processes": res.processes, "client_cpu": res.cpus[0], "server_cpu": res.cpus[1],
+        "load_before": list(res.load_before), "load_after": list(res.load_after),
+        "rows": rows, "skipped": res.skipped,
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
