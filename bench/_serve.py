@@ -1,0 +1,481 @@
+"""``fastsock-bench serve``: the peer of ``run --remote``, on another host.
+
+Design note
+-----------
+What ``iperf3 -s`` is to iperf3: a long-running process that is the other
+end of each case a remote ``run`` measures.  The plan:
+
+* one TCP control port (default ``127.0.0.1:7317``: loopback unless
+  ``--listen`` says otherwise); one control connection per case, speaking
+  :mod:`bench._protocol` (bounded JSON lines, then the local peer's frames);
+* one thread per connection, at most ``--max-clients`` (others get a
+  ``busy`` answer at once); the cases run fastsock's loops, compiled where
+  they are built (they release the GIL), through the very function the local
+  forked peer runs (``bench._peer._peer_main``), so a remote case differs
+  from a local one only by the network;
+* the data socket is opened per case: TCP listens on an ephemeral port of
+  the control connection's local address and accepts one connection from
+  the control connection's client address; UDP binds there and connects to
+  the client's stated port at that address (so it only hears, and echoes
+  to, that client).
+
+Bounds (a client cannot make this allocate or wait without limit): request
+lines of ``MAX_REQUEST`` bytes within ``--read-timeout``; sizes validated
+against ``--max-size`` (and the UDP maximum) before any buffer exists, so
+memory is about ``max_clients * max(size, 256 KiB)``; the data connection
+within ``ACCEPT_TIMEOUT``; ``CASE_IDLE`` between two orders; TCP keepalive
+on the control connection (a vanished host is noticed in ~25 s); a case
+lives at most ``MAX_CASE`` seconds.  A refused request gets one
+``{"ok": false, "error": ...}`` line and a close; the server goes on.
+
+Limits: no encryption (the token authenticates the request, see
+:mod:`bench._protocol`); one address family per control connection;
+behind NAT the UDP cases fail (the client's address must be reachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import secrets
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import fastsock
+
+from bench import _protocol as P
+
+# Defaults of the server's limits (overridable on the command line).
+DEFAULT_MAX_CLIENTS = 4
+DEFAULT_MAX_SIZE = 4 * 1024 * 1024  # bytes
+# Hard ceilings of those options.
+MAX_CLIENTS_CEILING = 256
+# Bound on the client's data connection after the server names the port (s).
+ACCEPT_TIMEOUT = 5.0
+# Bound on the wait for the next order of a stream case (s).
+CASE_IDLE = 60.0
+# A case's whole life at most (s): a pyperf worker lasts seconds.
+MAX_CASE = 600.0
+# Keepalive on control connections: idle (s), interval (s), probes.
+KEEPALIVE = (10, 5, 3)
+# After an error answer: read and drop what the client still sends, for up
+# to this long (s) / this much (bytes), so that closing does not reset the
+# connection before the client has read the answer.
+LINGER = 0.5
+LINGER_BYTES = 256 * 1024
+# How often the accept loop looks at stop requests and case ages (s).
+TICK = 0.25
+# Bound on joining the connection threads when stopping (s).
+STOP_GRACE = 2.0
+# Listen backlog (connections).
+BACKLOG = 16
+
+
+class ServeError(Exception):
+    """Cannot start serving; ``str()`` is one line."""
+
+
+def fingerprint() -> dict[str, Any]:
+    """This host's environment, as the client stores it (``remote_*``)."""
+    from bench import _fingerprint
+
+    fp: dict[str, Any] = _fingerprint.collect()
+    try:  # pyperf's collector gives the keys the local side has; private API
+        from pyperf._collect_metadata import collect_metadata
+
+        meta = collect_metadata()
+    except Exception:
+        meta = {}
+    for key in ("cpu_model_name", "cpu_count", "cpu_freq", "cpu_config", "platform",
+                "hostname", "python_version", "python_implementation", "boot_time"):
+        if key in meta:
+            fp[key] = meta[key]
+    fp.setdefault("cpu_count", os.cpu_count() or 1)
+    fp.setdefault("platform", platform.platform())
+    fp.setdefault("hostname", socket.gethostname())
+    fp.setdefault("python_version", platform.python_version())
+    if "cpu_model_name" not in fp:
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        fp["cpu_model_name"] = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+    return fp
+
+
+def _unmapped(addr: tuple) -> tuple:
+    """An IPv4-mapped IPv6 socket address as the IPv4 one."""
+    host = addr[0]
+    if isinstance(host, str) and host.lower().startswith("::ffff:") and "." in host:
+        return (host[7:], addr[1])
+    return tuple(addr)
+
+
+def _with_port(addr: tuple, port: int) -> tuple:
+    return (addr[0], port) + tuple(addr[2:])
+
+
+class Conn:
+    """One control connection and what it opened, so it can be aborted."""
+
+    def __init__(self, sock: socket.socket, addr: tuple) -> None:
+        self.sock = sock
+        self.name = P.format_hostport(*_unmapped(addr)[:2])
+        self.data: socket.socket | None = None
+        self.case_start: float | None = None
+        self.thread: threading.Thread | None = None
+
+    def abort(self) -> None:
+        """Wake whatever this connection's thread waits on (it then ends)."""
+        for s in (self.sock, self.data):
+            if s is not None:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class Server:
+    def __init__(self, listener: socket.socket, token: str | None, max_clients: int,
+                 max_size: int, read_timeout: float, quiet: bool = False) -> None:
+        self.listener = listener
+        self.token = token or None
+        self.max_clients = max_clients
+        self.max_size = max_size
+        self.read_timeout = read_timeout
+        self.quiet = quiet
+        self.fingerprint = fingerprint()
+        self.conns: set[Conn] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    # ------------------------------------------------------------ logging
+    def log(self, text: str) -> None:
+        if self.quiet:
+            return
+        stamp = time.strftime("%H:%M:%S")
+        with self.lock:
+            print(f"{stamp} {text}", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------ accepting
+    def serve(self) -> None:
+        """Accept until ``self.stop`` is set; then end every connection."""
+        sel = selectors.DefaultSelector()
+        self.listener.setblocking(False)
+        sel.register(self.listener, selectors.EVENT_READ)
+        try:
+            while not self.stop.is_set():
+                if sel.select(TICK):
+                    self._accept()
+                self._watchdog()
+        finally:
+            sel.close()
+            self.listener.close()
+            with self.lock:
+                conns = list(self.conns)
+            for c in conns:
+                c.abort()
+            deadline = time.monotonic() + STOP_GRACE
+            for c in conns:
+                if c.thread is not None:
+                    c.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _accept(self) -> None:
+        try:
+            sock, addr = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # EMFILE and the like: say so, keep serving
+            self.log(f"accept failed: {exc}")
+            time.sleep(TICK)
+            return
+        c = Conn(sock, addr)
+        with self.lock:
+            busy = len(self.conns) >= self.max_clients
+            if not busy:
+                self.conns.add(c)
+        if busy:
+            self.log(f"{c.name}: refused: busy ({self.max_clients} clients)")
+            try:  # never block the accept loop on a client
+                sock.setblocking(False)
+                sock.send(P.encode({"ok": False, "error": (
+                    f"busy: this server serves {self.max_clients} clients at once; "
+                    "try again when one has finished")}))
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            sock.close()
+            return
+        c.thread = threading.Thread(target=self._serve_conn, args=(c,),
+                                    name=f"fastsock-{c.name}", daemon=True)
+        c.thread.start()
+
+    def _watchdog(self) -> None:
+        now = time.monotonic()
+        with self.lock:
+            old = [c for c in self.conns
+                   if c.case_start is not None and now - c.case_start > MAX_CASE]
+        for c in old:
+            self.log(f"{c.name}: case ended: longer than {MAX_CASE:g} s")
+            c.case_start = None
+            c.abort()
+
+    # ------------------------------------------------------------ one client
+    def _serve_conn(self, c: Conn) -> None:
+        try:
+            self._handle(c)
+        except Exception as exc:  # a client never takes the server down
+            self.log(f"{c.name}: {type(exc).__name__}: {P._short(exc, 200)}")
+        finally:
+            if c.data is not None:
+                c.data.close()
+            c.sock.close()
+            with self.lock:
+                self.conns.discard(c)
+
+    def _handle(self, c: Conn) -> None:
+        sock = c.sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _keepalive(sock)
+        nonce = secrets.token_hex(P.NONCE_BYTES)
+        sock.settimeout(self.read_timeout)
+        sock.sendall(P.encode({"fastsock": P.PROTOCOL, "ok": True, "nonce": nonce,
+                               "auth": self.token is not None}))
+        reader = P.LineReader(sock)
+        try:
+            req = reader.read_json(P.MAX_REQUEST, self.read_timeout, "request")
+            if self.token is not None and not P.auth_ok(self.token, nonce, req.get("auth")):
+                raise P.ProtocolError(
+                    "unauthorised: this server needs a token (run --token or FASTSOCK_TOKEN)"
+                    if "auth" not in req else "unauthorised: wrong token")
+            P.check_request(req, self.max_size)
+            if reader.buf:
+                raise P.ProtocolError("unexpected data after the request")
+        except P.ProtocolError as exc:
+            self._refuse(c, str(exc))
+            return
+        if req["op"] == "hello":
+            fp = dict(self.fingerprint)
+            try:
+                fp["load_avg_1min"] = round(os.getloadavg()[0], 2)
+            except OSError:
+                pass
+            with self.lock:
+                clients = len(self.conns)
+            sock.sendall(P.encode({
+                "ok": True, "fastsock": P.PROTOCOL, "impl": fastsock.IMPLEMENTATION,
+                "fingerprint": fp, "clients": clients,
+                "limits": {"max_size": self.max_size, "max_clients": self.max_clients,
+                           "max_request": P.MAX_REQUEST, "read_timeout": self.read_timeout},
+            }))
+            return
+        self._case(c, req)
+
+    def _refuse(self, c: Conn, message: str) -> None:
+        self.log(f"{c.name}: refused: {message}")
+        try:
+            c.sock.settimeout(1.0)
+            c.sock.sendall(P.encode({"ok": False, "error": message}))
+            c.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                rest = deadline - time.monotonic()
+                if rest <= 0:
+                    break
+                c.sock.settimeout(rest)
+                chunk = c.sock.recv(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+        except OSError:
+            pass
+
+    def _case(self, c: Conn, req: dict[str, Any]) -> None:
+        from bench._peer import _peer_main
+
+        transport, scenario = req["transport"], req["scenario"]
+        mode, size = req["mode"], req["size"]
+        dgram = transport.startswith("udp")
+        family = P.family_of(transport)
+        local = _unmapped(c.sock.getsockname())
+        peer = _unmapped(c.sock.getpeername())
+        if P.literal_family(local[0]) != family:
+            want = "IPv6" if family == socket.AF_INET6 else "IPv4"
+            self._refuse(c, f"{transport} needs the server's {want} address: "
+                            f"this control connection arrived at {local[0]}")
+            return
+        what = f"{scenario}/{transport}/{mode}/{size}"
+        if dgram:
+            data = socket.socket(family, socket.SOCK_DGRAM)
+            c.data = data
+            data.bind(_with_port(local, 0))
+            data.connect(_with_port(peer, req["udp_port"]))
+            c.sock.sendall(P.encode({"ok": True, "port": data.getsockname()[1],
+                                     "impl": fastsock.IMPLEMENTATION}))
+        else:
+            accepted = self._accept_data(c, local, peer)
+            if accepted is None:
+                return
+            data = c.data = accepted
+            if scenario == "pingpong":
+                data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.sock.sendall(P.encode({"ok": True, "ready": True}))
+        data.settimeout(None)
+        c.sock.settimeout(CASE_IDLE)
+        c.case_start = t0 = time.monotonic()
+        self.log(f"{c.name}: case {what} started")
+        try:
+            _peer_main(c.sock, data, scenario, dgram, mode, size, fastsock)
+            ending = "ended"
+        except (OSError, ValueError, RuntimeError, OverflowError) as exc:
+            ending = f"ended: {type(exc).__name__}: {P._short(exc, 120)}"
+        c.case_start = None
+        self.log(f"{c.name}: case {what} {ending} after {time.monotonic() - t0:.1f} s")
+
+    def _accept_data(self, c: Conn, local: tuple, peer: tuple) -> socket.socket | None:
+        family = P.literal_family(local[0]) or socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as lst:
+            lst.bind(_with_port(local, 0))
+            lst.listen(1)
+            c.data = lst  # so that abort() wakes accept()
+            c.sock.sendall(P.encode({"ok": True, "port": lst.getsockname()[1],
+                                     "impl": fastsock.IMPLEMENTATION}))
+            deadline = time.monotonic() + ACCEPT_TIMEOUT
+            while True:
+                rest = deadline - time.monotonic()
+                if rest <= 0:
+                    c.data = None
+                    self._refuse(c, f"no data connection within {ACCEPT_TIMEOUT:g} s")
+                    return None
+                lst.settimeout(rest)
+                try:
+                    data, addr = lst.accept()
+                except TimeoutError:
+                    continue
+                except OSError:  # aborted (server stopping)
+                    c.data = None
+                    return None
+                if _unmapped(addr)[0] == peer[0]:
+                    c.data = None
+                    return data
+                self.log(f"{c.name}: data connection from stranger "
+                         f"{P.format_hostport(*_unmapped(addr)[:2])} dropped")
+                data.close()
+
+
+def _keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    idle, interval, count = KEEPALIVE
+    for opt, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                       ("TCP_KEEPCNT", count)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {P.format_hostport(host, port)}: "
+                         f"[Errno {exc.errno}] {exc.strerror}") from None
+    return sock
+
+
+def _is_loopback(sock: socket.socket) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(_unmapped(sock.getsockname())[0].split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve", help="be the peer of `run --remote` on this host",
+        description="Serve the peer end of fastsock cases to `fastsock-bench run --remote`.",
+    )
+    p.add_argument("--listen", metavar="ADDR:PORT",
+                   default=P.format_hostport(P.DEFAULT_HOST, P.DEFAULT_PORT),
+                   help="control address (default %(default)s: loopback only; "
+                        "0.0.0.0:PORT or [::]:PORT for every interface; port 0: any)")
+    p.add_argument("--token", help="clients must present this token (default: "
+                   "$FASTSOCK_TOKEN; the variable keeps it out of the process list)")
+    p.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS, metavar="N",
+                   help="connections served at once (default %(default)s)")
+    p.add_argument("--max-size", default="4M", metavar="BYTES",
+                   help="largest message size served, e.g. 64k, 4M (default %(default)s)")
+    p.add_argument("--read-timeout", type=float, default=P.READ_TIMEOUT, metavar="SECONDS",
+                   help="bound on receiving a whole request (default %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no log of clients")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bench import _matrix as M
+
+    prog = "fastsock-bench serve"
+    try:
+        host, port = P.parse_hostport(args.listen, allow_zero=True)
+        if not 1 <= args.max_clients <= MAX_CLIENTS_CEILING:
+            raise ServeError(f"--max-clients must be from 1 to {MAX_CLIENTS_CEILING}")
+        max_size = M.parse_size(args.max_size)
+        if max_size > M.MAX_STREAM_SIZE:
+            raise ServeError(f"--max-size must be at most {M.MAX_STREAM_SIZE} bytes")
+        if not (math.isfinite(args.read_timeout) and 0 < args.read_timeout <= 600):
+            raise ServeError("--read-timeout must be > 0 and <= 600 seconds")
+        token = args.token if args.token is not None else os.environ.get("FASTSOCK_TOKEN")
+        listener = listen(host, port)
+    except (ValueError, ServeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    server = Server(listener, token, args.max_clients, max_size, args.read_timeout,
+                    quiet=args.quiet)
+    bound = P.format_hostport(*_unmapped(listener.getsockname())[:2])
+    if fastsock.IMPLEMENTATION != "cython":
+        print(f"{prog}: warning: the compiled extension is not loaded: cases are served "
+              "by the pure-Python loops (recorded as remote_fastsock_loaded)",
+              file=sys.stderr, flush=True)
+    if not token and not _is_loopback(listener):
+        print(f"{prog}: warning: {bound} is reachable from other hosts and no token is "
+              "set: anyone who reaches it can use this server", file=sys.stderr, flush=True)
+    print(f"{prog}: listening on {bound} (protocol {P.PROTOCOL}, "
+          f"{fastsock.IMPLEMENTATION} loops, {args.max_clients} clients at most, "
+          f"sizes up to {max_size} bytes, token {'required' if token else 'not required'})",
+          flush=True)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        server.stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"{prog}: stopped", file=sys.stderr, flush=True)
+    return 0
