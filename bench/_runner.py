@@ -38,6 +38,7 @@ import pyperf
 import fastsock
 
 from bench import _matrix as M
+from bench import _remote
 from bench._report import SCHEMA_VERSION, CaseKey, dump_suite
 from bench._units import fmt_value
 
@@ -52,7 +53,8 @@ PRESET_PYPERF = {
     "full": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.04"],
 }
 # Environment variables workers must see (pyperf cleans the rest).
-INHERIT = ("FASTSOCK_PUREPYTHON", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
+# FASTSOCK_TOKEN: the remote server's token, kept off workers' command lines.
+INHERIT = ("FASTSOCK_PUREPYTHON", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "FASTSOCK_TOKEN")
 
 
 class UsageError(Exception):
@@ -72,6 +74,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", help=f"{','.join(M.MODES)} (default: all)")
     g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes)")
     g.add_argument("--impl", help=f"{','.join(M.IMPLS)} (default: both)")
+    g.add_argument("--remote", metavar="HOST:PORT",
+                   help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
     pre.add_argument("--quick", action="store_const", dest="preset", const="quick",
                      help="smoke run: one small size, 1 process, 3 values")
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
     p.add_argument("--no-html", action="store_true", help="do not write the HTML report")
+    p.add_argument("--token", help="the --remote server's token (default: $FASTSOCK_TOKEN,"
+                   " which keeps it out of the process list)")
     g = p.add_argument_group("pyperf settings (override the preset)")
     knobs = g.add_mutually_exclusive_group()
     knobs.add_argument("--fast", action="store_true", help="pyperf --fast")
@@ -108,6 +114,7 @@ class Plan:
     selection: M.Selection
     cases: list[CaseKey]
     forward: list[str] = field(default_factory=list)  # selection flags for workers
+    metadata: dict[str, Any] = field(default_factory=dict)  # for every benchmark
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -124,10 +131,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         sizes=M.parse_sizes(args.size) if args.size else None,
         preset=args.preset,
     )
-    cases = M.cases(sel, max_dgram=T.max_datagrams(), available=T.available(),
+    available = T.available()
+    if getattr(args, "remote", None):  # the server's address family; no Unix
+        available = _remote.transports(args.remote, args.transport)
+    cases = M.cases(sel, max_dgram=T.max_datagrams(), available=available,
                     explicit_transports=bool(args.transport))
     forward: list[str] = []
-    for flag in ("scenario", "transport", "mode", "size", "impl"):
+    for flag in ("scenario", "transport", "mode", "size", "impl", "remote"):
         value = getattr(args, flag)
         if value:
             forward += [f"--{flag}", value]
@@ -177,7 +187,7 @@ def worker_main(argv: list[str]) -> int:
     runner = _make_runner(plan.forward)
     runner.parse_args(rest)
     for key in plan.cases:
-        case = Case(key)
+        case = Case(key, remote=args.remote)
         runner.bench_time_func(key.name, case.time_func, metadata=case_metadata(key))
     return 0
 
@@ -239,7 +249,15 @@ def main_run(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        remote = None
+        if args.remote:  # find the server first; workers get its numeric address
+            if args.token is not None:
+                os.environ[_remote.TOKEN_ENV] = args.token  # workers inherit it
+            remote = _remote.prepare(args.remote, None)
+            args.remote = remote.address
         plan = make_plan(args)
+        if remote is not None:
+            plan.metadata = _remote.check_plan(remote, plan.cases, args.transport)
         if "cython" in plan.selection.impls and fastsock.IMPLEMENTATION != "cython":
             raise UsageError(
                 "the compiled extension is not loaded (FASTSOCK_PUREPYTHON set or not built); "
@@ -253,7 +271,7 @@ def main_run(argv: list[str]) -> int:
         output = args.output or default_output()
         check_output(output, args.overwrite, created_default=args.output is None)
         pargs = pyperf_args(args)
-    except (UsageError, M.MatrixError) as exc:
+    except (UsageError, M.MatrixError, _remote.RemoteError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     return _execute(args, plan, output, pargs)
@@ -263,6 +281,7 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
     from bench import _fingerprint, _summary
 
     fingerprint = _fingerprint.collect()
+    fingerprint.update(plan.metadata)  # the remote server's (remote_*), if any
     runner = _make_runner(plan.forward)
     runner.parse_args(pargs)
 

@@ -117,8 +117,9 @@ class CaseFailed(RuntimeError):
 class Case:
     """One case's sockets, peer and timed function, in a pyperf worker."""
 
-    def __init__(self, key: CaseKey) -> None:
+    def __init__(self, key: CaseKey, remote: str | None = None) -> None:
         self.key = key
+        self.remote = remote  # HOST:PORT of `fastsock-bench serve`, or None: local
         impls = fastsock.implementations()
         if key.impl not in impls:
             raise CaseFailed("the compiled extension is not built: cannot run cython cases")
@@ -131,6 +132,9 @@ class Case:
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
         key = self.key
+        if self.remote:
+            self._setup_remote()
+            return
         mine, theirs = make_pair(key.transport)
         try:
             if key.scenario == "pingpong" and key.transport in ("tcp4", "tcp6"):
@@ -150,6 +154,23 @@ class Case:
             "rcvbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
         }
         if key.transport in ("tcp4", "tcp6"):
+            self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    def _setup_remote(self) -> None:
+        """The peer is `fastsock-bench serve` on another host: no local
+        pair, no fork, no CPU placement (the server places its own)."""
+        from bench._remote import open_case
+
+        assert self.remote is not None
+        mine, peer = open_case(self.remote, self.key)
+        self.sock, self.peer = mine, peer  # type: ignore[assignment]
+        atexit.register(self.close)
+        self.meta = {
+            "peer_impl": peer.impl,
+            "sndbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            "rcvbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+        }
+        if self.key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
     def close(self) -> None:

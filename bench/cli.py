@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     for add in _optional("_cli_plot", ["add_plot_parser", "add_report_parser"]):
         add(sub)
+    for add in _optional("_serve", ["add_serve_parser"]):
+        add(sub)
     for add in _optional("_cli_crosscheck", ["add_crosscheck_parser"]):
         add(sub)
     return p
