@@ -73,3 +73,23 @@ def fmt_loss(fraction: float) -> str:
 def fmt_ratio(ratio: float) -> str:
     """A ratio of times (a speedup, new/base): 1.234 -> '1.23×'."""
     return f"{ratio:.2f}×"
+
+
+def fmt_figure(scenario: str, size: int, seconds: float) -> str:
+    """The compact figure of a case for a table column: MB/s (stream),
+    RTT in µs (pingpong), connections per second (connect)."""
+    if scenario == "pingpong":
+        return fmt_usec(seconds)
+    if scenario == "connect":
+        return fmt_rate(1 / seconds).replace("msg/s", "conn/s")
+    return fmt_mbps(throughput_mbps(size, seconds))
+
+
+def fmt_change(scenario: str, time_ratio: float) -> str:
+    """A time ratio new/base as the change a person reads in the case's own
+    unit: throughput for stream and connect (a higher figure is better,
+    so a time ratio of 1.10 is -9.1% MB/s), RTT for pingpong (+10.0% RTT)."""
+    if scenario == "pingpong":
+        return f"{100 * (time_ratio - 1):+.1f}% RTT"
+    unit = "conn/s" if scenario == "connect" else "MB/s"
+    return f"{100 * (1 / time_ratio - 1):+.1f}% {unit}"

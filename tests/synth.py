@@ -201,3 +201,36 @@ def write_realistic_report(path, keys=None, **kw) -> str:
 
     dump_suite(make_realistic_suite(keys, **kw), path)
     return str(path)
+
+
+def make_report(keys=None, *, path: str = "synthetic.json",
+                processes_by_key: dict[CaseKey, int] | None = None, **kw):
+    """A loaded :class:`bench._report.Report` built in memory (no JSON round
+    trip: fast enough for tests over many seeds).  ``processes_by_key``
+    gives some cases another number of worker processes than the rest."""
+    from bench._report import Report, _case_from_benchmark, fingerprint
+
+    keys = list(keys if keys is not None else default_keys())
+    rng = random.Random(kw.pop("seed", 1))
+    scale = kw.pop("scale", None) or {}
+    cases = []
+    for key in keys:
+        opts = dict(kw)
+        if processes_by_key and key in processes_by_key:
+            opts["processes"] = processes_by_key[key]
+        bench = make_benchmark(key, base_time(key) * scale.get(key, 1.0), rng=rng, **opts)
+        case = _case_from_benchmark(path, bench)
+        assert case is not None
+        cases.append(case)
+    return Report(path, pyperf.BenchmarkSuite([c.benchmark for c in cases]), cases,
+                  fingerprint(cases))
+
+
+def write_foreign_report(path) -> str:
+    """A valid pyperf report whose benchmark carries no fastsock metadata."""
+    from bench._report import dump_suite
+
+    run = pyperf.Run([1.0, 1.1], metadata={"name": "not_fastsock", "unit": "second"},
+                     collect_metadata=False)
+    dump_suite(pyperf.BenchmarkSuite([pyperf.Benchmark([run])]), path)
+    return str(path)

@@ -1,0 +1,156 @@
+"""The ``compare`` and ``speedup`` subcommands of ``fastsock-bench``.
+
+Design note
+-----------
+pyperf style: ``add_<name>_parser(subparsers)`` declares a subcommand and
+``cmd_<name>(args) -> int`` runs it and returns the exit code; ``bench.cli``
+wires them.  Exit codes are the CI contract: 0 no regression, 1 at least one
+regression, 2 usage or input error, 3 reports from different machines
+(without ``--force``).  Every input error is one line on stderr,
+``fastsock-bench <cmd>: error: ...``, never a traceback: the loader turns
+every bad file into a :class:`ReportError`, and argparse's own usage
+errors already exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from bench._report import ReportError, load_report, write_atomic
+
+PROG = "fastsock-bench"
+EXIT_OK, EXIT_REGRESSION, EXIT_INPUT, EXIT_MACHINE = 0, 1, 2, 3
+FORMATS = ("table", "markdown", "json")  # as bench._compare_format.FORMATS
+
+
+def _percent(text: str) -> float:
+    """--threshold: a percentage in [0, 100), returned as a fraction."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100): {text}")
+    return value / 100
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
+    return value
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (terminal, the default), markdown (a pull request "
+                        "comment) or json (machines)")
+    parser.add_argument("-o", "--output", metavar="FILE",
+                        help="write there (atomically) instead of stdout")
+
+
+def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "compare",
+        help="compare two reports; exit 1 on a regression",
+        description="Compare two fastsock reports case by case: time ratio new/base with "
+        "a 95%% confidence interval over worker processes and a verdict (faster, slower, "
+        "same, inconclusive). Exit 0: no regression; 1: at least one case slower; "
+        "2: usage or input error; 3: reports from different machines (see --force).",
+    )
+    parser.add_argument("base", metavar="BASE.json", help="the reference report")
+    parser.add_argument("new", metavar="NEW.json", help="the candidate report")
+    parser.add_argument("--threshold", type=_percent, default=0.05, metavar="PCT",
+                        help="changes below this many percent count as same (default 5)")
+    parser.add_argument("--alpha", type=_probability, default=0.05,
+                        help="significance level after correction (default 0.05)")
+    parser.add_argument("--correction", choices=("bh", "holm"), default="bh",
+                        help="for testing many cases at once: bh (Benjamini-Hochberg, "
+                        "the default) or holm (fewer false flags, less power)")
+    parser.add_argument("--gate-p99", action="store_true",
+                        help="a slower p99 RTT is a regression too (default: shown only)")
+    parser.add_argument("--force", action="store_true",
+                        help="compare reports from different machines (CPU model or count)")
+    _add_output_options(parser)
+    parser.set_defaults(func=cmd_compare)
+    return parser
+
+
+def add_speedup_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "speedup",
+        help="compiled vs pure Python, per case, inside one report",
+        description="For each case of a report measured with both implementations: "
+        "python time / cython time, with a 95%% confidence interval over worker processes.",
+    )
+    parser.add_argument("report", metavar="REPORT.json")
+    _add_output_options(parser)
+    parser.set_defaults(func=cmd_speedup)
+    return parser
+
+
+def _error(cmd: str, message: object) -> None:
+    print(f"{PROG} {cmd}: error: {message}", file=sys.stderr)
+
+
+def _emit(cmd: str, args: argparse.Namespace, render: Callable[[bool], str]) -> bool:
+    """Render (with colour only on a terminal) and write; False on failure."""
+    from bench._compare_format import use_colour
+
+    try:
+        if args.output:
+            write_atomic(args.output, render(False))
+        else:
+            sys.stdout.write(render(args.format == "table" and use_colour(sys.stdout)))
+            sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # `| head`: the reader has what it wanted; the exit code still counts
+    except OSError as exc:
+        _error(cmd, f"cannot write {args.output}: {exc.strerror}")
+        return False
+    return True
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench._compare import Settings, compare_reports, machine_differences
+    from bench._compare_format import render_comparison
+    from bench._stats import Correction
+
+    try:
+        base, new = load_report(args.base), load_report(args.new)
+    except ReportError as exc:
+        _error("compare", exc)
+        return EXIT_INPUT
+    mismatch = machine_differences(base, new)
+    if mismatch and not args.force:
+        what = "; ".join(f"{d.key} {d.base!r} vs {d.new!r}" for d in mismatch)
+        _error("compare", f"reports from different machines ({what}); --force to compare anyway")
+        return EXIT_MACHINE
+    settings = Settings(args.threshold, args.alpha, Correction(args.correction), args.gate_p99)
+    try:
+        cmp = compare_reports(base, new, settings)
+    except ValueError as exc:
+        _error("compare", exc)
+        return EXIT_INPUT
+    if not _emit("compare", args, lambda colour: render_comparison(cmp, args.format, colour)):
+        return EXIT_INPUT
+    return cmp.exit_code
+
+
+def cmd_speedup(args: argparse.Namespace) -> int:
+    from bench._compare import speedup
+    from bench._compare_format import render_speedup
+
+    try:
+        sp = speedup(load_report(args.report))
+    except (ReportError, ValueError) as exc:
+        _error("speedup", exc)
+        return EXIT_INPUT
+    if not _emit("speedup", args, lambda colour: render_speedup(sp, args.format, colour)):
+        return EXIT_INPUT
+    return EXIT_OK

@@ -1,0 +1,280 @@
+"""Comparing two reports (``compare``) and the twins inside one (``speedup``).
+
+Design note
+-----------
+Cases are matched by their :class:`CaseKey` (metadata, never names); cases
+in only one report are listed apart, not compared.  Per matched case the
+figure compared is pyperf's value, seconds per message or round trip,
+reduced to one median per worker process (:mod:`bench._stats` says why);
+where both sides carry per-process ``rtt_p99`` run metadata, that is
+compared too, as its own family of tests (own correction), shown but gating
+only with ``gate_p99``: tails are noisier than means, and a red build
+should be about the figure the case measures.
+
+Machines: a different CPU model or count makes the numbers incomparable,
+so :func:`machine_differences` is what ``compare`` refuses on (exit 3)
+unless forced.  Every other fingerprint difference (Python, kernel,
+fastsock commit, Cython, sysctls, host name) is what a comparison is often
+about: it is listed on the "differs" line; so are per-case settings that
+changed under the same key (peer implementation, socket buffers), since
+they change what a case measures.  The load average always differs and is
+left out.
+
+This module computes; :mod:`bench._compare_format` renders.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from bench import _stats
+from bench._report import FINGERPRINT_KEYS, Case, CaseKey, Report
+from bench._stats import Correction, Estimate, Verdict
+
+MACHINE_KEYS = ("cpu_model_name", "cpu_count")
+# Fingerprint keys that differ between any two runs and say nothing.
+VOLATILE_KEYS = ("load_avg_1min",)
+DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS if k not in MACHINE_KEYS + VOLATILE_KEYS)
+# Benchmark metadata that changes what a case measures without changing its key.
+CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded")
+P99_KEY = "rtt_p99"
+COMPILED, PYTHON = "cython", "python"  # the twins, as CaseKey.impl spells them
+
+
+@dataclass(frozen=True)
+class Settings:
+    threshold: float = _stats.THRESHOLD  # fraction: 0.05 is 5%
+    alpha: float = _stats.ALPHA
+    correction: Correction = Correction.BH
+    gate_p99: bool = False
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str
+    base: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of one case, compared: medians are over process figures."""
+
+    base: float  # seconds
+    new: float
+    est: Estimate  # ratio new/base
+    p_adj: float
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    key: CaseKey
+    time: Metric
+    rtt_p99: Metric | None
+
+
+@dataclass
+class Comparison:
+    base_path: str
+    new_path: str
+    settings: Settings
+    cases: list[CaseResult]
+    only_base: list[CaseKey]
+    only_new: list[CaseKey]
+    machine: dict[str, Any]  # the base report's machine keys
+    machine_differs: list[Difference]
+    differs: list[Difference]
+    case_differs: dict[str, int]  # context key -> matched cases where it differs
+    geomeans: dict[str, tuple[float, int]]  # scenario -> (time ratio, cases)
+    notes: list[str] = field(default_factory=list)
+
+    def regressions(self) -> list[CaseResult]:
+        out = [c for c in self.cases if c.time.verdict is Verdict.SLOWER]
+        if self.settings.gate_p99:
+            out += [
+                c for c in self.cases
+                if c.rtt_p99 is not None and c.rtt_p99.verdict is Verdict.SLOWER
+                and c.time.verdict is not Verdict.SLOWER
+            ]
+        return out
+
+    def counts(self) -> dict[str, int]:
+        out = {v.value: 0 for v in Verdict}
+        for c in self.cases:
+            out[c.time.verdict.value] += 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions() else 0
+
+
+def machine_differences(base: Report, new: Report) -> list[Difference]:
+    """Differences that make two reports incomparable (CPU model, count).
+    A key missing from one side is not refused on: it cannot be checked."""
+    out = []
+    for key in MACHINE_KEYS:
+        b, n = base.fingerprint.get(key), new.fingerprint.get(key)
+        if b is not None and n is not None and str(b) != str(n):
+            out.append(Difference(key, b, n))
+    return out
+
+
+def _differs(base: Report, new: Report) -> list[Difference]:
+    out = []
+    for key in DIFFERS_KEYS:
+        b, n = base.fingerprint.get(key), new.fingerprint.get(key)
+        if (b is not None or n is not None) and str(b) != str(n):
+            out.append(Difference(key, b, n))
+    return out
+
+
+def _case_differs(pairs: Iterable[tuple[Case, Case]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for b, n in pairs:
+        for key in CASE_CONTEXT_KEYS:
+            if str(b.metadata.get(key)) != str(n.metadata.get(key)):
+                out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _p99s(case: Case) -> list[float]:
+    vals = []
+    for meta in case.run_metadata:
+        try:
+            v = float(meta[P99_KEY])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(v) and v > 0:
+            vals.append(v)
+    return vals
+
+
+def _metrics(
+    samples: list[tuple[list[float], list[float]]], settings: Settings
+) -> list[Metric]:
+    """Estimates for one family of tests, corrected together."""
+    ests = _stats.estimates(samples)
+    p_adj = _stats.adjust([e.p for e in ests], settings.correction)
+    return [
+        Metric(
+            statistics.median(b), statistics.median(n), e, p,
+            _stats.verdict(e, p, settings.threshold, settings.alpha),
+        )
+        for (b, n), e, p in zip(samples, ests, p_adj)
+    ]
+
+
+def geomeans(ratios: Iterable[tuple[str, float]]) -> dict[str, tuple[float, int]]:
+    """Geometric mean of ratios per scenario, with how many went in."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for scenario, ratio in ratios:
+        groups[scenario].append(ratio)
+    return {s: (_stats.geometric_mean(r), len(r)) for s, r in groups.items()}
+
+
+def _notes(pairs: list[tuple[Case, Case]], metrics: list[Metric], settings: Settings) -> list[str]:
+    """Warnings about the comparison's power, in words a user can act on."""
+    notes = []
+    n = min(len(b.process_values) for b, _ in pairs)
+    m = min(len(x.process_values) for _, x in pairs)
+    floor = _stats.p_floor(n, m)
+    # BH and Holm both ask p < alpha / cases of a change that is alone.
+    if floor >= settings.alpha / len(pairs):
+        notes.append(
+            f"with {n} and {m} worker processes a side the smallest possible p is "
+            f"{floor:.2g}, over alpha/cases = {settings.alpha / len(pairs):.2g}: a change in "
+            "a single case cannot be called; run more processes per case"
+        )
+    halves = [
+        math.sqrt(x.est.high / x.est.low) - 1 for x in metrics if x.est.bounded
+    ]
+    if halves and statistics.median(halves) > settings.threshold:
+        notes.append(
+            f"the median 95% interval is ±{100 * statistics.median(halves):.1f}%, wider than "
+            f"the ±{100 * settings.threshold:g}% threshold: most cases will be inconclusive; "
+            "run more processes per case or quieten the machine"
+        )
+    return notes
+
+
+def compare_reports(base: Report, new: Report, settings: Settings = Settings()) -> Comparison:
+    """Compare two loaded reports; raises ValueError if no case is in both."""
+    base_cases, new_cases = base.by_key(), new.by_key()
+    pairs = [(c, new_cases[c.key]) for c in base.cases if c.key in new_cases]
+    if not pairs:
+        raise ValueError(f"no case in common between {base.path} and {new.path}")
+    times = _metrics([(b.process_medians(), n.process_medians()) for b, n in pairs], settings)
+    p99_index = [i for i, (b, n) in enumerate(pairs) if _p99s(b) and _p99s(n)]
+    p99 = _metrics([(_p99s(pairs[i][0]), _p99s(pairs[i][1])) for i in p99_index], settings)
+    p99_by_case: dict[int, Metric] = dict(zip(p99_index, p99))
+    results = [
+        CaseResult(b.key, t, p99_by_case.get(i)) for i, ((b, _), t) in enumerate(zip(pairs, times))
+    ]
+    return Comparison(
+        base_path=base.path,
+        new_path=new.path,
+        settings=settings,
+        cases=results,
+        only_base=[c.key for c in base.cases if c.key not in new_cases],
+        only_new=[c.key for c in new.cases if c.key not in base_cases],
+        machine={k: base.fingerprint[k] for k in MACHINE_KEYS if k in base.fingerprint},
+        machine_differs=machine_differences(base, new),
+        differs=_differs(base, new),
+        case_differs=_case_differs(pairs),
+        geomeans=geomeans((r.key.scenario, r.time.est.ratio) for r in results),
+        notes=_notes(pairs, times, settings),
+    )
+
+
+# -- speedup: the compiled twin against the Python twin, inside one report --
+
+
+@dataclass(frozen=True)
+class SpeedupResult:
+    key: CaseKey  # the compiled case's key
+    python: float  # median of process medians, seconds
+    cython: float
+    est: Estimate  # ratio python time / cython time: > 1 means cython is faster
+
+
+@dataclass
+class Speedup:
+    path: str
+    machine: dict[str, Any]
+    results: list[SpeedupResult]
+    unpaired: list[CaseKey]  # cases whose twin is not in the report
+    geomeans: dict[str, tuple[float, int]]
+
+
+def speedup(report: Report) -> Speedup:
+    """Per case, how many times faster the compiled loop is than Python's;
+    raises ValueError if no case has both twins."""
+    cases = report.by_key()
+    twins = [
+        (case, cases[case.key.other_impl(PYTHON)])
+        for case in report.cases
+        if case.key.impl == COMPILED and case.key.other_impl(PYTHON) in cases
+    ]
+    if not twins:
+        raise ValueError(f"{report.path}: no case has both a {COMPILED} and a {PYTHON} run")
+    samples = [(cy.process_medians(), py.process_medians()) for cy, py in twins]
+    # Intervals only: nothing is decided on a speedup, so no test.
+    ests = _stats.estimates(samples, test=False)
+    results = [
+        SpeedupResult(cy.key, statistics.median(py_m), statistics.median(cy_m), est)
+        for (cy, _), (cy_m, py_m), est in zip(twins, samples, ests)
+    ]
+    paired = {c.key for pair in twins for c in pair}
+    return Speedup(
+        path=report.path,
+        machine={k: report.fingerprint[k] for k in MACHINE_KEYS if k in report.fingerprint},
+        results=results,
+        unpaired=[c.key for c in report.cases if c.key not in paired],
+        geomeans=geomeans((r.key.scenario, r.est.ratio) for r in results),
+    )
