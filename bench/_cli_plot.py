@@ -38,7 +38,7 @@ def _error(cmd: str, message: str) -> int:
 
 
 def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "plot",
         help="draw a report's figures (PNG and SVG)",
         description="Draw throughput vs size, RTT and compiled/Python speedup figures "
@@ -57,7 +57,7 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "report",
         help="write a self-contained HTML report",
         description="Write one self-contained HTML file (figures and styles inline, "

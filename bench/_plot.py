@@ -63,6 +63,7 @@ TRANSPORT_ORDER = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
 MODE_ORDER = ("blocking", "timeout", "nonblocking", "spin")
 IMPL_ORDER = (COMPILED, PYTHON)
 PANEL_W, PANEL_H = 4.8, 3.3  # inches per panel: 8 size ticks stay legible
+SPEEDUP_COLOUR_CAP = 4.0  # heatmap colours saturate beyond 4× either way
 COMPARE_MAX_CASES = 60  # rows in the compare figure; more stop being readable
 PNG_DPI = 110
 
@@ -396,8 +397,8 @@ def rtt_figure(report: Report) -> Figure | None:
         rtts = [_rtt(c) for c in cases]
         _points_y(axes, [r[0] for r in rtts] + [r[2] for r in rtts if r[2] is not None])
         what = f"Ping-pong round-trip time (RTT), {_units.fmt_size(sizes[0])} messages"
-        extra = [Line2D([], [], color="0.25", marker="o", ms=5, ls="-", lw=1,
-                        label="point: p50, bar: to p99")]
+        extra: list[Any] = [Line2D([], [], color="0.25", marker="o", ms=5, ls="-", lw=1,
+                                   label="point: p50, bar: to p99")]
         points = True
     else:
         nrows, ncols = len(groups), len(impls)
@@ -479,8 +480,12 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
     sizes = sorted({k.size for k in sp})
     # Symmetric in log space around 1 (no change), so 2× faster and 2× slower
     # are equally strong: blue = compiled faster, red = compiled slower.
-    hi = max(1.1, *(max(v, 1 / v) for v in sp.values()))
-    norm = LogNorm(vmin=1 / hi, vmax=hi)
+    # Capped: one wild case (a stalled quick run gave 1924×) would otherwise
+    # wash every other cell out to white; beyond the cap colours saturate
+    # and the annotation still gives the number.
+    extreme = max(max(v, 1 / v) for v in sp.values())
+    hi = min(max(1.1, extreme), SPEEDUP_COLOUR_CAP)
+    norm = LogNorm(vmin=1 / hi, vmax=hi, clip=True)
     panels: list[tuple[str, np.ndarray, list[str], str]] = []
     if len(sizes) == 1:
         grid = np.full((len(rows), len(modes)), np.nan)
@@ -521,7 +526,8 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
                 continue
             # Dark cells get white text; norm() is 0..1 along the colour map.
             dark = abs(float(norm(v)) - 0.5) > 0.3
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{v:.2f}" if v < 10 else f"{v:.0f}", ha="center", va="center",
+                    fontsize=8,
                     color="white" if dark else "black")
         rotate = len(xlabels) > 4
         ax.set_xticks(range(len(xlabels)), xlabels, rotation=40 if rotate else 0,
@@ -533,9 +539,10 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
         ax.tick_params(length=0)
     if image is not None:
         cbar = fig.colorbar(image, ax=axes, shrink=0.85, aspect=25,
+                            extend="both" if extreme > hi else "neither",
                             label="speedup (Python time / compiled time, ×)")
         ticks = _colourbar_ticks(hi)
-        cbar.set_ticks(ticks, labels=[f"{t:g}×" for t in ticks])
+        cbar.set_ticks(ticks, labels=[f"{t:g}×" if t >= 1 else f"{t:.2g}×" for t in ticks])
         cbar.ax.minorticks_off()
         cbar.ax.axhline(1.0, color="0.2", lw=0.8)
     what = {"stream": "stream throughput", "pingpong": "ping-pong RTT"}.get(scenario, scenario)
@@ -546,14 +553,13 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
 
 
 def _colourbar_ticks(hi: float) -> list[float]:
-    """Round ratios between 1/hi and hi, at least 1/7 of the bar apart
-    (log space), always including 1."""
+    """Round ratios t and 1/t (symmetric, as the colours are) within
+    [1/hi, hi], at least 1/7 of the bar apart in log space, and 1."""
     span = 2 * math.log(hi)
-    candidates = (0.1, 0.2, 0.25, 0.33, 0.5, 0.67, 0.8, 0.9, 1.1, 1.25, 1.5, 2, 3, 4, 5, 10)
     kept = [1.0]
-    for t in sorted(candidates, key=lambda t: abs(math.log(t))):
-        if 1 / hi <= t <= hi and all(abs(math.log(t / k)) >= span / 7 for k in kept):
-            kept.append(t)
+    for t in (2, 4, 1.5, 1.25, 3, 10, 5, 1.1):  # the roundest first
+        if t <= hi * 1.0001 and all(abs(math.log(t / k)) >= span / 7 for k in kept):
+            kept += [t, 1 / t]
     return sorted(kept)
 
 
@@ -688,8 +694,9 @@ def compare_figure(report: Report, base: Report, comparison: Comparison | None =
             f"{d.key}: {d.base} vs {d.new}" for d in comparison.machine_differs) + ")"
     _title(fig, what, report, report.cases)
     counts = comparison.counts()
-    handles = [Patch(color=VERDICT_COLOURS[v], label=f"{v.value} ({counts[v.value]})")
-               for v in (Verdict.SLOWER, Verdict.FASTER, Verdict.INCONCLUSIVE, Verdict.SAME)]
+    handles: list[Any] = [
+        Patch(color=VERDICT_COLOURS[v], label=f"{v.value} ({counts[v.value]})")
+        for v in (Verdict.SLOWER, Verdict.FASTER, Verdict.INCONCLUSIVE, Verdict.SAME)]
     handles.append(Patch(color="0.88", label=f"±{100 * t:g}% threshold"))
     handles.append(Line2D([], [], color="0.1", marker="|", ms=8, lw=1, label="95% interval"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False,
