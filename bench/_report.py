@@ -269,6 +269,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=directory)
     try:
+        # mkstemp makes the file 0600; a report is as readable as any file
+        # this user creates (the umask decides)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
