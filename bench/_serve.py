@@ -133,6 +133,10 @@ class Conn:
         self.name = P.format_hostport(*_unmapped(addr)[:2])
         self.data: socket.socket | None = None
         self.case_start: float | None = None
+        # a duplicate of ``sock`` that the accept loop peeks at without
+        # waiting (``sock`` itself may have a timeout, which makes CPython
+        # poll before the recv)
+        self.watch: socket.socket | None = None
         self.thread: threading.Thread | None = None
 
     def abort(self) -> None:
@@ -221,12 +225,30 @@ class Server:
         c.thread.start()
 
     def _watchdog(self) -> None:
+        """End cases that ran too long or whose client is gone.  A case
+        waiting on its data socket (a datagram sink, say) would notice a
+        closed control connection only at its own timeout."""
         now = time.monotonic()
         with self.lock:
-            old = [c for c in self.conns
-                   if c.case_start is not None and now - c.case_start > MAX_CASE]
-        for c in old:
-            self.log(f"{c.name}: case ended: longer than {MAX_CASE:g} s")
+            running = [c for c in self.conns if c.case_start is not None]
+        for c in running:
+            start, watch = c.case_start, c.watch
+            if start is None or watch is None:
+                continue
+            if now - start > MAX_CASE:
+                why = f"longer than {MAX_CASE:g} s"
+            else:
+                try:
+                    if watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                        continue  # an order waiting: alive
+                    why = "the client closed the control connection"
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    why = f"control connection: {exc.strerror or exc}"
+            if c.case_start is None:
+                continue  # ended meanwhile
+            self.log(f"{c.name}: case aborted: {why}")
             c.case_start = None
             c.abort()
 
@@ -237,9 +259,10 @@ class Server:
         except Exception as exc:  # a client never takes the server down
             self.log(f"{c.name}: {type(exc).__name__}: {P._short(exc, 200)}")
         finally:
-            if c.data is not None:
-                c.data.close()
-            c.sock.close()
+            c.case_start = None
+            for s in (c.watch, c.data, c.sock):
+                if s is not None:
+                    s.close()
             with self.lock:
                 self.conns.discard(c)
 
@@ -333,6 +356,8 @@ class Server:
             c.sock.sendall(P.encode({"ok": True, "ready": True}))
         data.settimeout(None)
         c.sock.settimeout(CASE_IDLE)
+        c.watch = c.sock.dup()
+        c.watch.settimeout(0)  # the fd is O_NONBLOCK already (timeout mode)
         c.case_start = t0 = time.monotonic()
         self.log(f"{c.name}: case {what} started")
         try:
@@ -443,7 +468,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = P.parse_hostport(args.listen, allow_zero=True)
         if not 1 <= args.max_clients <= MAX_CLIENTS_CEILING:
             raise ServeError(f"--max-clients must be from 1 to {MAX_CLIENTS_CEILING}")
-        max_size = M.parse_size(args.max_size)
+        try:
+            max_size = M.parse_size(args.max_size)
+        except M.MatrixError as exc:
+            raise ServeError(f"--max-size: {exc}") from None
         if max_size > M.MAX_STREAM_SIZE:
             raise ServeError(f"--max-size must be at most {M.MAX_STREAM_SIZE} bytes")
         if not (math.isfinite(args.read_timeout) and 0 < args.read_timeout <= 600):
