@@ -1,9 +1,10 @@
 """Helpers for the `serve` / `run --remote` tests: a server in a subprocess,
 stopped by its pid, and `python -m bench` commands run the same way.
 
-Subprocesses import the fastsock the tests imported (its directory first on
-PYTHONPATH, then the source tree for `bench`), so that "cython" means the
-same thing in both; ``IMPL`` is the measured implementation they use.
+Subprocesses import the fastsock the tests imported (they start in its
+directory, which `python -m` puts first on sys.path, and have it first on
+PYTHONPATH, then the source tree), so that "cython" means the same thing in
+both; ``IMPL`` is the measured implementation they use.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ RUN_TIMEOUT = 180.0
 TINY = ["-p", "1", "-n", "1", "-w", "1", "--min-time", "0.001", "--no-html"]
 
 
+# Where the fastsock the tests imported lives: the source tree, or the
+# installed package's directory (`python -m` puts the cwd first on sys.path).
+HOME = Path(fastsock.__file__).resolve().parent.parent
+
+
 def env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    here = str(Path(fastsock.__file__).resolve().parent.parent)
-    paths = [here] if here == str(ROOT) else [here, str(ROOT)]
+    paths = [str(HOME)] if HOME == ROOT else [str(HOME), str(ROOT)]
     out = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     out.pop("FASTSOCK_TOKEN", None)
     out.update(extra or {})
@@ -52,7 +57,7 @@ class ServerProcess:
         self._err = open(log, "wb")
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "bench", "serve", *args],
-            cwd=ROOT, env=env(extra_env), stdout=subprocess.PIPE, stderr=self._err,
+            cwd=HOME, env=env(extra_env), stdout=subprocess.PIPE, stderr=self._err,
             stdin=subprocess.DEVNULL,
         )
         self.address = ""
@@ -116,7 +121,7 @@ def run_bench(args: Sequence[str], prefix: Sequence[str] = (),
               extra_env: dict[str, str] | None = None,
               timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """``python -m bench ARGS`` (behind ``prefix``), to completion."""
-    return subprocess.run([*prefix, sys.executable, "-m", "bench", *args], cwd=ROOT,
+    return subprocess.run([*prefix, sys.executable, "-m", "bench", *args], cwd=HOME,
                           env=env(extra_env), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
