@@ -364,11 +364,16 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
             case = load_report(out).cases[0]
         except (ReportError, IndexError) as exc:
             raise CrosscheckError(f"suite case {w.case}: {exc}") from None
-    seconds = statistics.median(case.values)
+    # The tools average over their whole run (iperf3: bytes / seconds;
+    # sockperf: mean RTT), so the suite's figure here is the mean over its
+    # values (every value times the same number of loops: total time / total
+    # messages), not the median the run summary shows (kept in extra).
+    seconds, median = statistics.fmean(case.values), statistics.median(case.values)
+    loss = case.run_mean("loss") if w.udp else None
     if w.scenario == "pingpong":
         return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
-                      loss=case.run_mean("loss") if w.udp else None)
-    return Figure(w.size / seconds / MB, loss=case.run_mean("loss") if w.udp else None)
+                      loss=loss, extra={"median": median})
+    return Figure(w.size / seconds / MB, loss=loss, extra={"median": w.size / median / MB})
 
 
 # ------------------------------------------------------------ the check
@@ -396,6 +401,16 @@ class Row:
     def ratio(self, attr: str = "value") -> float | None:
         t, s = self.tool(attr), self.suite(attr)
         return s / t if t and s else None
+
+    def spread(self) -> float | None:
+        """The larger of the two sides' (max - min) / median over the
+        repetitions: how far apart runs of the same thing were (noise)."""
+        out = []
+        for runs in (self.tool_runs, self.suite_runs):
+            vals = [r.value for r in runs]
+            if len(vals) > 1:
+                out.append((max(vals) - min(vals)) / statistics.median(vals))
+        return max(out) if out else None
 
     def disagrees(self) -> bool:
         r = self.ratio()
@@ -473,14 +488,16 @@ def render_table(res: Result) -> str:
         return "/".join(f"{x:.2f}" for x in t)
 
     head = ("workload", "tool", "tool figure", "suite case", "suite figure", "suite/tool",
-            "flag", "tool/suite detail")
+            "flag", "spread", "tool/suite detail")
     lines: list[tuple[str, ...]] = []
     for row in res.rows:
         w, ratio = row.workload, row.ratio()
         flag = "ERROR" if row.error and ratio is None else (
             "DISAGREE >5%" if row.disagrees() else ("ok" if ratio is not None else "-"))
+        spread = row.spread()
         lines.append((w.name, w.tool, _fig(w, row.tool()), w.case, _fig(w, row.suite()),
-                      f"{ratio:.3f}" if ratio is not None else "-", flag, _detail(row)))
+                      f"{ratio:.3f}" if ratio is not None else "-", flag,
+                      f"{100 * spread:.0f}%" if spread is not None else "-", _detail(row)))
     widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h)
               for i, h in enumerate(head)]
     out = [
@@ -488,8 +505,9 @@ def render_table(res: Result) -> str:
         f" suite -p {res.processes}); client/sender on CPU {res.cpus[0]},"
         f" server/peer on CPU {res.cpus[1]}; load average {load(res.load_before)}"
         f" before, {load(res.load_after)} after",
-        "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT;"
-        " flag when suite/tool is off by more than 5%",
+        "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT; suite: mean"
+        " over pyperf values (as the tools average); flag when suite/tool is off by > 5%;"
+        " spread: (max - min) / median of one side's runs, the noise to judge a flag by",
         "  ".join(h.ljust(wd) for h, wd in zip(head, widths)).rstrip(),
         "  ".join("-" * wd for wd in widths),
     ]
@@ -512,7 +530,7 @@ def render_json(res: Result) -> str:
             "workload": w.name, "tool": w.tool, "tool_command": row.command,
             "suite_case": w.case, "unit": unit,
             "tool_figure": row.tool(), "suite_figure": row.suite(), "ratio": row.ratio(),
-            "disagree": row.disagrees(), "tool_p50": row.tool("p50"),
+            "disagree": row.disagrees(), "spread": row.spread(), "tool_p50": row.tool("p50"),
             "suite_p50": row.suite("p50"), "tool_loss": row.tool("loss"),
             "suite_loss": row.suite("loss"),
             "tool_runs": runs(row.tool_runs), "suite_runs": runs(row.suite_runs),

@@ -131,7 +131,12 @@ class Peer:
     """A forked peer process holding one end of a connected pair."""
 
     def __init__(self, data: socket.socket, scenario: str, transport_is_dgram: bool,
-                 mode: str, size: int, cpu: int | None) -> None:
+                 mode: str, size: int, cpu: int | None,
+                 measured: socket.socket | None = None) -> None:
+        """``measured``: the measured side's end, closed in the peer so that
+        closing it in the parent is an EOF for the peer (else the peer's
+        inherited copy keeps the connection open: a stream echo would only
+        notice the end after PEER_IDLE)."""
         self.impl = fastsock.IMPLEMENTATION
         self.cpu = cpu
         parent = os.getpid()
@@ -143,6 +148,8 @@ class Peer:
             code = 0
             try:
                 ctl_parent.close()
+                if measured is not None:
+                    measured.close()
                 _set_pdeathsig()
                 if os.getppid() != parent:
                     os._exit(1)

@@ -25,6 +25,7 @@ recorded and the run goes on; the exit status says so at the end.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
@@ -134,8 +135,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     available = T.available()
     if getattr(args, "remote", None):  # the server's address family; no Unix
         available = _remote.transports(args.remote, args.transport)
+    # `--transport all` means every transport this machine has: only named
+    # transports are "asked explicitly" (a missing one is then an error)
+    explicit = bool(args.transport) and args.transport.strip() != "all"
     cases = M.cases(sel, max_dgram=T.max_datagrams(), available=available,
-                    explicit_transports=bool(args.transport))
+                    explicit_transports=explicit)
     forward: list[str] = []
     for flag in ("scenario", "transport", "mode", "size", "impl", "remote"):
         value = getattr(args, flag)
@@ -202,7 +206,9 @@ def default_output() -> str:
 
 
 def check_output(path: str, overwrite: bool, created_default: bool) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
+    # dirname before abspath: abspath("new/") drops the slash, and the
+    # parent of a directory name must not pass for the report's directory
+    parent = os.path.abspath(os.path.dirname(path) or os.curdir)
     if created_default:
         os.makedirs(parent, exist_ok=True)
     if os.path.isdir(path):
@@ -224,8 +230,12 @@ def pyperf_args(args: argparse.Namespace) -> list[str]:
     for flag in ("processes", "values", "warmups", "min_time"):
         value = getattr(args, flag)
         if value is not None:
-            if value <= 0:
-                raise UsageError(f"--{flag.replace('_', '-')} must be > 0")
+            # 0 warmups is valid pyperf; every other knob must be positive
+            # (and finite: --min-time nan would reach pyperf unchecked)
+            low_ok = 0 if flag == "warmups" else None
+            if not (math.isfinite(value) and (value > 0 or value == low_ok)):
+                cmp = ">= 0" if flag == "warmups" else "> 0"
+                raise UsageError(f"--{flag.replace('_', '-')} must be {cmp}")
             out += [f"--{flag.replace('_', '-')}", str(value)]
     if args.affinity:
         out += ["--affinity", args.affinity]
@@ -268,9 +278,9 @@ def main_run(argv: list[str]) -> int:
                 print(key.name)
             print(f"{len(plan.cases)} cases", file=sys.stderr)
             return 0
+        pargs = pyperf_args(args)  # before check_output, which may create results/
         output = args.output or default_output()
         check_output(output, args.overwrite, created_default=args.output is None)
-        pargs = pyperf_args(args)
     except (UsageError, M.MatrixError, _remote.RemoteError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -286,11 +296,16 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
     runner.parse_args(pargs)
 
     interrupted: list[int] = []
+    # Raise only while pyperf runs a case (it kills the worker on the way
+    # out); elsewhere (saving, printing) the flag is enough: the loop stops
+    # at its next turn, and a half-written save or print is never cut.
+    in_pyperf = [False]
 
     def on_signal(signum: int, _frame: Any) -> None:
         if not interrupted:
             interrupted.append(signum)
-        raise KeyboardInterrupt
+        if in_pyperf[0]:
+            raise KeyboardInterrupt
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     benchmarks: list[pyperf.Benchmark] = []
@@ -304,7 +319,13 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
                 break
             t_case = time.monotonic()
             try:
-                bench = runner.bench_time_func(key.name, _never, metadata=case_metadata(key))
+                in_pyperf[0] = True
+                try:
+                    if interrupted:  # a signal just before the flag was set
+                        raise KeyboardInterrupt
+                    bench = runner.bench_time_func(key.name, _never, metadata=case_metadata(key))
+                finally:
+                    in_pyperf[0] = False
             except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:
                 runner._worker_task += 1  # pyperf skips this on failure; keep tasks aligned
                 if interrupted:
@@ -318,7 +339,8 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
             assert bench is not None
             bench.update_metadata(fingerprint)
             benchmarks.append(bench)
-            dump_suite(pyperf.BenchmarkSuite(benchmarks), output)
+            if not _save(benchmarks, output):
+                return 1
             elapsed = time.monotonic() - start
             eta = elapsed / k * (n - k)
             print(
@@ -331,8 +353,8 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
         for s, h in old.items():
             signal.signal(s, h)
     total = time.monotonic() - start
-    if benchmarks:
-        dump_suite(pyperf.BenchmarkSuite(benchmarks), output)
+    if benchmarks and not _save(benchmarks, output):
+        return 1
     if interrupted:
         name = signal.Signals(interrupted[0]).name
         print(f"fastsock-bench: interrupted by {name} after {len(benchmarks)} of {n} cases;"
@@ -343,7 +365,11 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
         print()
         print(_summary.render(output))
         if not args.no_html:
-            _summary.write_html_beside(output)
+            try:  # the HTML page is an extra: its failure must not hide the run
+                _summary.write_html_beside(output)
+            except Exception as exc:  # any plotting error
+                print(f"{PROG}: warning: no HTML report ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)
     print(f"\n{len(benchmarks)} of {n} cases in {_fmt_duration(total)}; report: "
           f"{output if benchmarks else '(none)'}")
     if failed:
@@ -352,6 +378,16 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
             print(f"  {name}: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _save(benchmarks: list[pyperf.Benchmark], output: str) -> bool:
+    """Save the report; a failure (disk full, directory gone) is one line."""
+    try:
+        dump_suite(pyperf.BenchmarkSuite(benchmarks), output)
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _never(loops: int) -> float:  # the main process never times anything

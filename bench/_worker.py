@@ -24,6 +24,12 @@ percentiles) is collected by :class:`StatsHook`, a pyperf hook whose
 
 Every wait is bounded: the loops' own timeouts (``CASE_TIMEOUT``) and the
 peer's answer; a failure ends the worker with one line naming the case.
+A peer that dies or is stopped is noticed at once, not after a timeout:
+during a timed call a SIGCHLD handler looks at the peer (``waitpid`` with
+``WUNTRACED``) and raises :class:`PeerError`, which the loops let through
+(they run signal handlers on EINTR).  This matters for datagram ping-pong,
+where a silent peer only costs ``LOSS_TIMEOUT`` per round and ``loops``
+rounds would add up to minutes.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import array
 import atexit
 import os
+import signal
 import socket
 import sys
 import time
@@ -51,6 +58,10 @@ LOSS_TIMEOUT = 0.2
 END_RESEND = 0.0005
 
 _ACTIVE: "StatsHook | None" = None
+# The running case's set-up facts (peer_impl, socket options), added to
+# every run's metadata by StatsHook; equal in all runs, pyperf shows them
+# as the benchmark's metadata.
+_CASE_META: dict[str, Any] = {}
 
 
 class StatsHook:
@@ -67,7 +78,7 @@ class StatsHook:
         self.delivered = 0
         self.rounds = 0
         self.lost = 0
-        self.samples: list[array.array] = []
+        self.samples: list[array.array[int]] = []
 
     def __enter__(self) -> None:
         pass
@@ -76,13 +87,14 @@ class StatsHook:
         pass
 
     def teardown(self, metadata: dict[str, Any]) -> None:
+        metadata.update(_CASE_META)
         if self.msgs:
             metadata["cpu_per_msg"] = self.cpu / self.msgs
         if self.sent:
             metadata["sent"] = self.sent
             metadata["delivered"] = self.delivered
             metadata["loss"] = 1.0 - self.delivered / self.sent
-        if self.rounds and self.lost:
+        if self.rounds:  # datagram pingpong: loss recorded even when 0
             metadata["loss"] = self.lost / self.rounds
         if self.samples:
             # sorted() rather than numpy: the worker stays light to start
@@ -120,10 +132,9 @@ class Case:
     def __init__(self, key: CaseKey, remote: str | None = None) -> None:
         self.key = key
         self.remote = remote  # HOST:PORT of `fastsock-bench serve`, or None: local
-        impls = fastsock.implementations()
-        if key.impl not in impls:
-            raise CaseFailed("the compiled extension is not built: cannot run cython cases")
-        self.loops: Any = impls[key.impl]
+        # Checked in setup(), not here: a worker builds a Case for every
+        # case of the selection, and only its own task's may fail.
+        self.loops: Any = fastsock.implementations().get(key.impl)
         self.dgram = key.transport in ("udp4", "udp6", "unix-dgram")
         self.sock: socket.socket | None = None
         self.peer: Peer | None = None
@@ -132,6 +143,8 @@ class Case:
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
         key = self.key
+        if self.loops is None:
+            raise CaseFailed("the compiled extension is not built: cannot run cython cases")
         if self.remote:
             self._setup_remote()
             return
@@ -143,7 +156,11 @@ class Case:
             worker_cpus, peer_cpu = choose_cpus()
             if worker_cpus:
                 os.sched_setaffinity(0, worker_cpus)
-            self.peer = Peer(theirs, key.scenario, self.dgram, key.mode, key.size, peer_cpu)
+            self.peer = Peer(theirs, key.scenario, self.dgram, key.mode, key.size, peer_cpu,
+                             measured=mine)
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         self.sock = mine
@@ -155,6 +172,7 @@ class Case:
         }
         if key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        _CASE_META.update(self.meta)
 
     def _setup_remote(self) -> None:
         """The peer is `fastsock-bench serve` on another host: no local
@@ -172,16 +190,25 @@ class Case:
         }
         if self.key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        _CASE_META.update(self.meta)
 
     def close(self) -> None:
         if self.sock is not None:
             if self.dgram and self.key.scenario == "pingpong":
-                try:  # an empty datagram ends the peer's echo at once
+                try:  # an empty datagram ends the peer's echo at once; the
+                    # quit order goes first, so the peer finds it right after
+                    if self.peer is not None:
+                        self.peer.order(b"Q", 0)
                     self.sock.setblocking(False)
                     self.sock.send(b"")
                 except OSError:
                     pass
-            self.sock.close()
+                # the peer echoes that marker: our end stays open until the
+                # peer has quit (a closed Unix datagram end is ECONNREFUSED)
+                if self.peer is not None:
+                    self.peer.close()
+                    self.peer = None
+            self.sock.close()  # stream: an EOF, which ends the peer's echo
             self.sock = None
         if self.peer is not None:
             self.peer.close()
@@ -192,14 +219,48 @@ class Case:
         try:
             if self.sock is None:
                 self.setup()
+            self.check_peer()
+            return self._watched(loops)
+        except (OSError, PeerError, CaseFailed, ValueError) as exc:
+            self.fail(exc)
+            raise AssertionError("unreachable")
+
+    def _watched(self, loops: int) -> float:
+        # The SIGCHLD watch covers the timed call only: fail() and close()
+        # end the peer themselves and must not be interrupted by its death.
+        old = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        try:
             if self.key.scenario == "pingpong":
                 return self._pingpong(loops)
             if self.dgram:
                 return self._dgram_stream(loops)
             return self._stream(loops)
-        except (OSError, PeerError, CaseFailed, ValueError) as exc:
-            self.fail(exc)
-            raise AssertionError("unreachable")
+        finally:
+            signal.signal(signal.SIGCHLD, old)
+
+    def _on_sigchld(self, signum: int, frame: Any) -> None:
+        self.check_peer()
+
+    def check_peer(self) -> None:
+        """Raise PeerError when the peer has exited or been stopped."""
+        peer = self.peer
+        if peer is None or peer.pid <= 0:
+            return
+        try:
+            pid, status = os.waitpid(peer.pid, os.WNOHANG | os.WUNTRACED)
+        except ChildProcessError:
+            pid, status = peer.pid, 0
+        if pid == 0:
+            return
+        if os.WIFSTOPPED(status):
+            sig = os.WSTOPSIG(status)
+            if sig in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
+                return  # job control (Ctrl-Z stops the worker too; fg resumes both)
+            raise PeerError(f"peer (pid {peer.pid}) was stopped by {signal.Signals(sig).name}")
+        peer.pid = -1  # reaped: never signal that pid again
+        if os.WIFSIGNALED(status):
+            raise PeerError(f"peer died (killed by {signal.Signals(os.WTERMSIG(status)).name})")
+        raise PeerError(f"peer exited (status {os.waitstatus_to_exitcode(status)})")
 
     def fail(self, exc: BaseException) -> None:
         text = str(exc) or type(exc).__name__
@@ -207,6 +268,11 @@ class Case:
             text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
         print(f"fastsock-bench: case {self.key.name} failed: {text}", file=sys.stderr)
         sys.stderr.flush()
+        if self.peer is not None and self.peer.pid > 0:
+            try:  # no grace for a failed case's peer (it may be stopped)
+                os.kill(self.peer.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.close()
         os._exit(3)
 
@@ -239,7 +305,9 @@ class Case:
         self.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
         # End markers until the peer answers: one may be dropped like data.
         deadline = time.perf_counter() + CASE_TIMEOUT
-        while not peer.ready() and time.perf_counter() < deadline:
+        while not peer.ready():
+            if time.perf_counter() > deadline:  # one bound for the whole wait
+                raise PeerError(f"peer did not answer within {CASE_TIMEOUT:g} s (stalled?)")
             try:
                 sock.send(b"")
             except BlockingIOError:
@@ -277,7 +345,8 @@ class Case:
             lost = 0
         self._record_cpu(time.process_time() - c0, loops)
         if _ACTIVE is not None:
-            _ACTIVE.rounds += loops
-            _ACTIVE.lost += lost
+            if self.dgram:  # only datagram rounds can be lost
+                _ACTIVE.rounds += loops
+                _ACTIVE.lost += lost
             _ACTIVE.samples.append(samples[:done])
         return t1 - t0

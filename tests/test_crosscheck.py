@@ -175,6 +175,7 @@ def test_table_shows_medians_ratio_flag_and_units() -> None:
     stream = lines["tcp-stream"]
     assert "2,000.0 MB/s" in stream and "1,800.0 MB/s" in stream  # medians
     assert "0.900" in stream and "DISAGREE >5%" in stream
+    assert " 10%" in stream  # spread: tool runs 1900..2100 around 2000
     ping = lines["tcp-pingpong"]
     assert "20.00 µs" in ping and "20.50 µs" in ping and "1.025" in ping and " ok " in ping
     assert "p50 19.00/19.50 µs" in ping
@@ -191,6 +192,7 @@ def test_json_has_the_figures_and_every_run() -> None:
     assert row["suite_case"] == "stream/tcp4/blocking/65536/cython"
     assert row["unit"] == "MB/s" and row["tool_figure"] == 2000.0
     assert row["ratio"] == pytest.approx(0.9) and row["disagree"] is True
+    assert row["spread"] == pytest.approx(max(200 / 2000, 150 / 1800))
     assert [r["value"] for r in row["tool_runs"]] == [2000.0, 2100.0, 1900.0]
     assert doc["rows"][1]["unit"] == "seconds" and doc["rows"][1]["disagree"] is False
     assert doc["rows"][2]["error"] == "iperf3: boom" and doc["rows"][2]["ratio"] is None
