@@ -260,11 +260,11 @@ class Server:
             self.log(f"{c.name}: {type(exc).__name__}: {P._short(exc, 200)}")
         finally:
             c.case_start = None
+            with self.lock:  # before closing: the client's next case may
+                self.conns.discard(c)  # connect as soon as it sees the close
             for s in (c.watch, c.data, c.sock):
                 if s is not None:
                     s.close()
-            with self.lock:
-                self.conns.discard(c)
 
     def _handle(self, c: Conn) -> None:
         sock = c.sock
@@ -492,7 +492,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{prog}: warning: {bound} is reachable from other hosts and no token is "
               "set: anyone who reaches it can use this server", file=sys.stderr, flush=True)
     print(f"{prog}: listening on {bound} (protocol {P.PROTOCOL}, "
-          f"{fastsock.IMPLEMENTATION} loops, {args.max_clients} clients at most, "
+          f"{fastsock.IMPLEMENTATION} loops, clients at once: {args.max_clients}, "
           f"sizes up to {max_size} bytes, token {'required' if token else 'not required'})",
           flush=True)
 

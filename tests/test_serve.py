@@ -464,3 +464,18 @@ def test_serve_stops_cleanly_with_a_case_running(tmp_path: Path) -> None:
         assert time.monotonic() - t0 < 5
         assert peer.wait_ready(5) and peer.ctl.recv(9) == b""  # the server closed it
         peer.close()
+
+
+def test_run_remote_against_a_one_client_server(tmp_path: Path) -> None:
+    """Worker processes follow each other: each must find the slot free (the
+    server frees it before the client sees its case closed)."""
+    srv = ServerProcess(["--listen", "127.0.0.1:0", "--max-clients", "1"], tmp_path / "one.log")
+    try:
+        res = run_bench(["run", "--remote", srv.address, "--scenario", "pingpong",
+                         "--transport", "tcp4,udp4", "--mode", "blocking", "--size", "64",
+                         "--impl", IMPL, "-p", "3", "-n", "1", "-w", "1", "--min-time", "0.001",
+                         "--no-html", "-o", str(tmp_path / "one.json")])
+        assert res.returncode == 0, res.stdout + res.stderr + srv.stderr()
+        assert "busy" not in srv.stderr()
+    finally:
+        assert srv.stop() == 0
