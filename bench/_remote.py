@@ -24,18 +24,30 @@ an HMAC of the server's nonce is sent (see :mod:`bench._protocol`).
 
 Every wait is bounded: connecting and each handshake line by
 ``SETUP_TIMEOUT``; answers by the caller's timeout, as for a local peer.
+One wait is not: a datagram pingpong waits only on datagrams, and a server
+that stopped (or a link that broke) costs a lost round, ``LOSS_TIMEOUT``,
+per round.  There the server sends a heartbeat frame every 0.5 s, and
+:meth:`RemotePeer.watch` checks for it (``SIGALRM`` every
+``HEARTBEAT_CHECK``): silence for ``HEARTBEAT_LOSS``, or a closed control
+connection, raises :class:`RemoteError` from inside the loop (the loops run
+signal handlers on EINTR), as the local peer's SIGCHLD watch does.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import fastsock
+
+import bench
 from bench import _protocol as P
 from bench._peer import EXIT_GRACE, FRAME, PeerError, recv_frame
 from bench._report import CaseKey
@@ -43,6 +55,14 @@ from bench._report import CaseKey
 # Bound on connecting and on each handshake line (seconds).
 SETUP_TIMEOUT = 5.0
 TOKEN_ENV = "FASTSOCK_TOKEN"
+# How often a watched case looks for the server's heartbeat (s), and how
+# long without one ends it (s); the server beats every 0.5 s.
+HEARTBEAT_CHECK = 0.5
+HEARTBEAT_LOSS = 3.0
+# Where a watch may raise: the measured code (the worker's Case, the
+# loops), not pyperf's bookkeeping between two values.
+_MEASURED = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                  for m in (bench, fastsock))
 
 
 class RemoteError(PeerError):
@@ -169,17 +189,25 @@ class RemotePeer:
         self.cpu: int | None = None  # the server places its own threads
         self.pid = -1  # no local process: nothing to wait for or signal
         self._quit = False
+        self._watching = False
+        self._old_alarm: Any = None
+        self._last_beat = 0.0
 
     def order(self, cmd: bytes, arg: int) -> None:
         # OSError passes through, as from Peer.order (callers expect it)
-        if cmd == b"Q":
+        if cmd == b"Q":  # the end: no heartbeat check from here on
+            self.unwatch()
             self._quit = True
         self.ctl.sendall(FRAME.pack(cmd, arg))
 
     def answer(self, timeout: float, expect: bytes = b"D") -> int:
-        self.ctl.settimeout(timeout)
+        deadline = time.monotonic() + timeout
         try:
-            cmd, arg = recv_frame(self.ctl)
+            while True:
+                self.ctl.settimeout(max(1e-3, deadline - time.monotonic()))
+                cmd, arg = recv_frame(self.ctl)
+                if cmd != b"H":  # heartbeats only say the server is alive
+                    break
         except TimeoutError:
             raise RemoteError(f"fastsock server at {self.where} did not answer within "
                               f"{timeout:g} s (stalled?)") from None
@@ -200,9 +228,52 @@ class RemotePeer:
         r, _, _ = select.select([self.ctl], [], [], timeout)
         return bool(r)
 
+    def watch(self) -> None:
+        """Check the server's heartbeat until :meth:`close` (main thread
+        only: signal handlers live there)."""
+        if self._watching or threading.current_thread() is not threading.main_thread():
+            return
+        self._last_beat = time.monotonic()
+        self._old_alarm = signal.signal(signal.SIGALRM, self._on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, HEARTBEAT_CHECK, HEARTBEAT_CHECK)
+        self._watching = True
+
+    def unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            signal.signal(signal.SIGALRM, self._old_alarm)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        gone = ""
+        # the control connection is blocking with no timeout here, so a
+        # MSG_DONTWAIT recv never waits (CPython polls first only with one)
+        while select.select([self.ctl], [], [], 0)[0]:
+            try:
+                chunk = self.ctl.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                gone = f": {_oserror(exc)}"
+                break
+            if not chunk:
+                gone = " closed the control connection"
+                break
+            self._last_beat = time.monotonic()
+        silent = time.monotonic() - self._last_beat
+        if not gone and silent <= HEARTBEAT_LOSS:
+            return
+        code = os.path.abspath(frame.f_code.co_filename) if frame is not None else ""
+        if not code.startswith(_MEASURED):
+            return  # between two values: the next check, inside the loop, raises
+        self.unwatch()
+        raise RemoteError(f"fastsock server at {self.where}" + (
+            gone or f" sent no heartbeat for {silent:.1f} s (stopped, or the link is down?)"))
+
     def close(self) -> None:
         """Say ``Q``, then wait (bounded) for the server to end the case, as
         ``Peer.close`` waits for the local peer to exit."""
+        self.unwatch()
         if self.ctl.fileno() < 0:
             return
         try:
@@ -223,10 +294,11 @@ class RemotePeer:
         self.ctl.close()
 
 
-def open_case(remote: str, key: CaseKey, token: str | None = None
+def open_case(remote: str, key: CaseKey, token: str | None = None, watch: bool = True
               ) -> tuple[socket.socket, RemotePeer]:
     """(measured end, peer) for ``key`` against the server at ``remote``: the
-    socket connected, blocking, no timeout, as ``make_pair`` gives it."""
+    socket connected, blocking, no timeout, as ``make_pair`` gives it.  With
+    ``watch``, a datagram pingpong's peer checks the server's heartbeat."""
     if key.transport not in P.TRANSPORTS:
         raise RemoteError(f"{key.transport} cases cannot run against a remote server")
     token = token if token is not None else env_token()
@@ -267,7 +339,10 @@ def open_case(remote: str, key: CaseKey, token: str | None = None
         data.settimeout(None)
         ctl.settimeout(None)
         impl = answer.get("impl") if isinstance(answer.get("impl"), str) else "unknown"
-        return data, RemotePeer(ctl, where, impl)
+        peer = RemotePeer(ctl, where, impl)
+        if watch and dgram and key.scenario == "pingpong":
+            peer.watch()
+        return data, peer
     except BaseException:
         data.close()
         ctl.close()

@@ -25,7 +25,10 @@ against ``--max-size`` (and the UDP maximum) before any buffer exists, so
 memory is about ``max_clients * max(size, 256 KiB)``; the data connection
 within ``ACCEPT_TIMEOUT``; ``CASE_IDLE`` between two orders; TCP keepalive
 on the control connection (a vanished host is noticed in ~25 s); a case
-lives at most ``MAX_CASE`` seconds.  A refused request gets one
+lives at most ``MAX_CASE`` seconds.  The accept loop also watches running
+cases: a closed control connection ends its case at once, and datagram
+pingpong cases get a heartbeat frame (``H``) every ``HEARTBEAT`` seconds, so
+that the client can tell a stopped server from lost datagrams.  A refused request gets one
 ``{"ok": false, "error": ...}`` line and a close; the server goes on.
 
 Limits: no encryption (the token authenticates the request, see
@@ -51,6 +54,7 @@ from typing import Any
 import fastsock
 
 from bench import _protocol as P
+from bench._peer import FRAME
 
 # Defaults of the server's limits (overridable on the command line).
 DEFAULT_MAX_CLIENTS = 4
@@ -65,6 +69,10 @@ CASE_IDLE = 60.0
 MAX_CASE = 600.0
 # Keepalive on control connections: idle (s), interval (s), probes.
 KEEPALIVE = (10, 5, 3)
+# Interval of the ``H`` frames sent during a datagram pingpong case (s):
+# there the client waits only on datagrams, and a stopped or unreachable
+# server would cost it LOSS_TIMEOUT per round; the frames let it tell.
+HEARTBEAT = 0.5
 # After an error answer: read and drop what the client still sends, for up
 # to this long (s) / this much (bytes), so that closing does not reset the
 # connection before the client has read the answer.
@@ -137,6 +145,8 @@ class Conn:
         # waiting (``sock`` itself may have a timeout, which makes CPython
         # poll before the recv)
         self.watch: socket.socket | None = None
+        self.heartbeat = False  # send H frames (datagram pingpong)
+        self.last_beat = 0.0
         self.thread: threading.Thread | None = None
 
     def abort(self) -> None:
@@ -235,6 +245,12 @@ class Server:
             start, watch = c.case_start, c.watch
             if start is None or watch is None:
                 continue
+            if c.heartbeat and now - c.last_beat >= HEARTBEAT:
+                c.last_beat = now
+                try:
+                    watch.send(FRAME.pack(b"H", 0))
+                except OSError:
+                    pass  # a full buffer or a gone client: the peek below says
             if now - start > MAX_CASE:
                 why = f"longer than {MAX_CASE:g} s"
             else:
@@ -358,6 +374,7 @@ class Server:
         c.sock.settimeout(CASE_IDLE)
         c.watch = c.sock.dup()
         c.watch.settimeout(0)  # the fd is O_NONBLOCK already (timeout mode)
+        c.heartbeat = dgram and scenario == "pingpong"
         c.case_start = t0 = time.monotonic()
         self.log(f"{c.name}: case {what} started")
         try:

@@ -13,7 +13,11 @@ connection.  Every server is stopped by its pid (SIGTERM) and must exit 0.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +29,7 @@ from bench import _protocol as P
 from bench import _remote
 from bench._peer import Peer
 from bench._report import CaseKey, load_report
-from serve_support import IMPL, TINY, ServerProcess, run_bench
+from serve_support import HOME, IMPL, TINY, ServerProcess, env, run_bench
 
 TOKEN = "test-token-\u00e9"  # non-ASCII on purpose: UTF-8 on both ends
 # The server's read timeout in these tests (s): short, so slow clients are quick.
@@ -453,7 +457,7 @@ def test_serve_stops_cleanly_with_a_case_running(tmp_path: Path) -> None:
     srv = ServerProcess(["--listen", "127.0.0.1:0"], tmp_path / "s.log")
     try:
         key = CaseKey("pingpong", "udp4", "blocking", 64, IMPL)
-        sock, peer = _remote.open_case(f"127.0.0.1:{srv.port}", key, token="")
+        sock, peer = _remote.open_case(f"127.0.0.1:{srv.port}", key, token="", watch=False)
     except BaseException:
         srv.stop()
         raise
@@ -462,8 +466,54 @@ def test_serve_stops_cleanly_with_a_case_running(tmp_path: Path) -> None:
         status = srv.stop()
         assert status == 0, srv.stderr()
         assert time.monotonic() - t0 < 5
-        assert peer.wait_ready(5) and peer.ctl.recv(9) == b""  # the server closed it
+        peer.ctl.settimeout(5)
+        while True:  # heartbeats (H frames), then the server's close
+            chunk = peer.ctl.recv(4096)
+            if not chunk:
+                break
+            assert set(chunk[::9]) == {ord("H")}, chunk
         peer.close()
+
+
+@pytest.mark.parametrize("how", ["SIGSTOP", "SIGKILL"])
+def test_run_remote_stalled_or_killed_server_fails_within_seconds(tmp_path: Path,
+                                                                   how: str) -> None:
+    """A datagram pingpong waits only on datagrams: a stopped server would
+    cost LOSS_TIMEOUT per round, for minutes; its missing heartbeat (or, once
+    killed, the refused datagrams) ends the case within seconds, in one line."""
+    srv = ServerProcess(["--listen", "127.0.0.1:0"], tmp_path / "s.log")
+    pid = srv.proc.pid
+    out = tmp_path / "r.json"
+    try:
+        cmd = [sys.executable, "-m", "bench", "run", "--remote", srv.address, "--scenario",
+               "pingpong", "--transport", "udp4", "--mode", "blocking", "--size", "64",
+               "--impl", IMPL, "-p", "50", "-n", "3", "-w", "1", "--min-time", "0.3",
+               "--no-html", "-o", str(out)]
+        run = subprocess.Popen(cmd, cwd=HOME, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while "started" not in srv.stderr() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # inside the timed loop by now
+            os.kill(pid, getattr(signal, how))
+            t0 = time.monotonic()
+            stdout, stderr = run.communicate(timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    finally:
+        if how == "SIGSTOP":
+            os.kill(pid, signal.SIGCONT)
+        srv.stop()
+    assert run.returncode == 1, stdout + stderr
+    assert took < 10, f"{took:.1f} s to notice; {stderr}"
+    failure = [line for line in stderr.splitlines() if "failed:" in line]
+    assert failure and "Traceback" not in stderr, stderr
+    if how == "SIGSTOP":
+        assert "sent no heartbeat" in stderr, stderr
 
 
 def test_run_remote_against_a_one_client_server(tmp_path: Path) -> None:
