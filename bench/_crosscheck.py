@@ -6,7 +6,10 @@ A performance engineer trusts the suite's figures when they agree with the C
 tools on the workloads both can run.  For each such workload this module
 runs the tool and the suite's compiled case alternately (tool, suite, tool,
 suite, ...), takes the median of each over the repetitions, and shows the
-ratio suite/tool, flagged when it is off by more than :data:`AGREE` (5%).
+ratio suite/tool, flagged when it is off by more than :data:`AGREE` (5%):
+``DISAGREE`` when every back-to-back pair is off the same way, ``noisy``
+when the medians differ but the pairs do not all agree (on a loaded
+machine, runs of one tool differ by 2x: a 5% verdict needs quiet).
 
 The pairs, chosen so that the two sides do the same work:
 
@@ -412,9 +415,28 @@ class Row:
                 out.append((max(vals) - min(vals)) / statistics.median(vals))
         return max(out) if out else None
 
-    def disagrees(self) -> bool:
+    def paired(self) -> list[float]:
+        """suite/tool of each repetition: the two ran back to back, under
+        the same load, so a real difference shows in every pair."""
+        return [s.value / t.value for t, s in zip(self.tool_runs, self.suite_runs)
+                if t.value and s.value]
+
+    def verdict(self) -> str | None:
+        """``ok`` (within AGREE), ``disagree`` (off by more, and every pair
+        off the same way), ``noisy`` (off by more in the medians, but not in
+        every pair: the runs' own spread hides it); None without figures."""
         r = self.ratio()
-        return r is not None and abs(r - 1) > AGREE
+        if r is None:
+            return None
+        if abs(r - 1) <= AGREE:
+            return "ok"
+        pairs = self.paired()
+        if all(p > 1 + AGREE for p in pairs) or all(p < 1 - AGREE for p in pairs):
+            return "disagree"
+        return "noisy"
+
+    def disagrees(self) -> bool:
+        return self.verdict() == "disagree"
 
 
 @dataclass
@@ -483,6 +505,9 @@ def _detail(row: Row) -> str:
     return "; ".join(parts)
 
 
+_FLAGS = {"ok": "ok", "disagree": "DISAGREE >5%", "noisy": "noisy (>5%, not in every run)"}
+
+
 def render_table(res: Result) -> str:
     def load(t: tuple[float, ...]) -> str:
         return "/".join(f"{x:.2f}" for x in t)
@@ -492,8 +517,8 @@ def render_table(res: Result) -> str:
     lines: list[tuple[str, ...]] = []
     for row in res.rows:
         w, ratio = row.workload, row.ratio()
-        flag = "ERROR" if row.error and ratio is None else (
-            "DISAGREE >5%" if row.disagrees() else ("ok" if ratio is not None else "-"))
+        verdict = row.verdict()
+        flag = "ERROR" if row.error and ratio is None else _FLAGS.get(verdict or "", "-")
         spread = row.spread()
         lines.append((w.name, w.tool, _fig(w, row.tool()), w.case, _fig(w, row.suite()),
                       f"{ratio:.3f}" if ratio is not None else "-", flag,
@@ -507,7 +532,8 @@ def render_table(res: Result) -> str:
         f" before, {load(res.load_after)} after",
         "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT; suite: mean"
         " over pyperf values (as the tools average); flag when suite/tool is off by > 5%;"
-        " spread: (max - min) / median of one side's runs, the noise to judge a flag by",
+        " DISAGREE when every tool/suite pair is off the same way, noisy when not;"
+        " spread: (max - min) / median of one side's runs",
         "  ".join(h.ljust(wd) for h, wd in zip(head, widths)).rstrip(),
         "  ".join("-" * wd for wd in widths),
     ]
@@ -515,6 +541,11 @@ def render_table(res: Result) -> str:
     for row in res.rows:
         out.append(f"  {row.workload.name}: {row.command}")
     out += [f"skipped {s}" for s in res.skipped]
+    cpus = os.cpu_count() or 1
+    if max(res.load_before[0], res.load_after[0]) > cpus / 2:
+        out.append(f"warning: 1-minute load average up to "
+                   f"{max(res.load_before[0], res.load_after[0]):.2f} on {cpus} CPUs: other "
+                   "work shares the CPUs, figures move with it; repeat when the machine is quiet")
     return "\n".join(out)
 
 
@@ -530,7 +561,8 @@ def render_json(res: Result) -> str:
             "workload": w.name, "tool": w.tool, "tool_command": row.command,
             "suite_case": w.case, "unit": unit,
             "tool_figure": row.tool(), "suite_figure": row.suite(), "ratio": row.ratio(),
-            "disagree": row.disagrees(), "spread": row.spread(), "tool_p50": row.tool("p50"),
+            "verdict": row.verdict(), "disagree": row.disagrees(), "paired": row.paired(),
+            "spread": row.spread(), "tool_p50": row.tool("p50"),
             "suite_p50": row.suite("p50"), "tool_loss": row.tool("loss"),
             "suite_loss": row.suite("loss"),
             "tool_runs": runs(row.tool_runs), "suite_runs": runs(row.suite_runs),

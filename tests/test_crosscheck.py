@@ -185,6 +185,28 @@ def test_table_shows_medians_ratio_flag_and_units() -> None:
     assert "skipped udp-pingpong: sockperf is not installed" in text
 
 
+def test_verdict_needs_every_pair_off_the_same_way() -> None:
+    w = X.WORKLOADS[0]
+
+    def row(tool: list[float], suite: list[float]) -> X.Row:
+        return X.Row(w, [X.Figure(v) for v in tool], [X.Figure(v) for v in suite])
+
+    assert row([100, 100, 100], [103, 98, 104]).verdict() == "ok"
+    assert row([100, 100, 100], [120, 110, 130]).verdict() == "disagree"
+    assert row([100, 100, 100], [80, 90, 70]).verdict() == "disagree"
+    # medians 100 vs 120, but one pair agrees: the load moved both sides
+    assert row([100, 200, 100], [120, 190, 125]).verdict() == "noisy"
+    assert row([], []).verdict() is None
+    assert row([100, 200], [120, 190]).paired() == [1.2, 0.95]
+
+
+def test_a_loaded_machine_is_said() -> None:
+    res = _result()
+    assert "warning" not in X.render_table(res)
+    res.load_after = (9.0, 1.0, 1.0)
+    assert "warning: 1-minute load average up to 9.00" in X.render_table(res)
+
+
 def test_json_has_the_figures_and_every_run() -> None:
     doc = json.loads(X.render_json(_result()))
     assert doc["threshold"] == 0.05 and doc["load_before"] == [0.5, 0.6, 0.7]
@@ -192,6 +214,7 @@ def test_json_has_the_figures_and_every_run() -> None:
     assert row["suite_case"] == "stream/tcp4/blocking/65536/cython"
     assert row["unit"] == "MB/s" and row["tool_figure"] == 2000.0
     assert row["ratio"] == pytest.approx(0.9) and row["disagree"] is True
+    assert row["verdict"] == "disagree" and len(row["paired"]) == 3
     assert row["spread"] == pytest.approx(max(200 / 2000, 150 / 1800))
     assert [r["value"] for r in row["tool_runs"]] == [2000.0, 2100.0, 1900.0]
     assert doc["rows"][1]["unit"] == "seconds" and doc["rows"][1]["disagree"] is False
