@@ -240,6 +240,12 @@ cdef int _send_all(int fd, char* p, Py_ssize_t n, int mode,
             raise timed_out()
         p += r
         n -= r
+        if n > 0:
+            # A signal that cut a blocking send short returns the partial
+            # count, not EINTR: run its handler now, as the twin's eval
+            # loop does between two sends (Ctrl-C must not wait for the
+            # send timeout).
+            PyErr_CheckSignals()
     return 0
 
 
