@@ -13,13 +13,16 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from bench import _crosscheck as X
 
-ROOT = Path(__file__).resolve().parent.parent
+# The tree whose bench (and so fastsock) this test imported: in CI the
+# installed package, whose compiled loops the source tree does not have.
+REPO = Path(X.__file__).resolve().parent.parent
 
 # iperf3 -c 127.0.0.1 -l 64K -N -A 1,0 -t 2 -J (start and end sums only)
 IPERF3_TCP = """{"start": {"version": "iperf 3.12", "test_start": {"protocol": "TCP",
@@ -279,11 +282,13 @@ def test_a_server_that_never_listens_is_an_error_and_stopped(
 
 def _run(args: list[str], path: str | None = None,
          timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "bench", "crosscheck", *args], cwd=ROOT,
-                          env=env, text=True, capture_output=True, timeout=timeout)
+    # cwd elsewhere: python -m puts the cwd first on sys.path
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "bench", "crosscheck", *args], cwd=cwd,
+                              env=env, text=True, capture_output=True, timeout=timeout)
 
 
 def test_no_tool_installed_is_one_line_and_exit_2(tmp_path: Path) -> None:
