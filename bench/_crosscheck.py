@@ -32,6 +32,12 @@ through the affinity of its processes.  Figures: MB/s with MB = 10**6 B
 (iperf3's own ``-f M`` would be 2**20), RTT in µs (sockperf without
 ``--full-rtt`` prints half an RTT; the parser doubles an ``avg-latency``).
 
+Load: on a shared machine runs of one tool differ by 2x, so besides the
+medians the table compares what each side reaches when left alone: the
+upper quantile (:data:`WINDOW_Q`) of short windows for the TCP stream
+(iperf3's ``-i 0.1`` intervals against the suite's pyperf values, each tens
+of ms) and the p50 RTT for ping-pong (per round trip on both sides).
+
 Bounds: every tool runs for ``-t`` seconds under a subprocess timeout; a
 server is stopped by pid in a ``finally``; ports come from binding port 0
 on loopback (a race with another program is retried).  Servers only ever
@@ -72,6 +78,12 @@ PORT_TRIES = 3
 # iperf3 UDP datagram size: the largest UDP payload in a 1500 B MTU packet
 # (bytes); the suite runs the same size.
 UDP_SIZE = 1472
+# iperf3's reporting interval (seconds, -i): windows about as long as one
+# pyperf value of the suite (40-90 ms), to compare the two distributions.
+WINDOW = 0.1
+# The quantile of those windows compared (a fraction): what the two reach
+# when the machine leaves them alone, which a loaded machine's medians hide.
+WINDOW_Q = 0.9
 
 TOOLS = ("iperf3", "sockperf")
 
@@ -145,7 +157,15 @@ def parse_iperf3(text: str, udp: bool) -> Figure:
     try:
         if not udp:
             rcv = end["sum_received"]
-            extra = {"retransmits": int(end.get("sum_sent", {}).get("retransmits", 0))}
+            extra: dict[str, Any] = {
+                "retransmits": int(end.get("sum_sent", {}).get("retransmits", 0))}
+            # the client's intervals (sent bytes: within a 100 ms window the
+            # socket buffers, a few MB, shift little); a short last one dropped
+            windows = [i["sum"]["bytes"] / i["sum"]["seconds"] / MB
+                       for i in doc.get("intervals") or []
+                       if i.get("sum", {}).get("seconds", 0) >= WINDOW / 2]
+            if windows:
+                extra["windows"] = windows
             return Figure(rcv["bytes"] / rcv["seconds"] / MB, extra=extra)
         total = end["sum"]
         packets = int(total["packets"])
@@ -208,7 +228,7 @@ def _free_port() -> int:
     for _ in range(20):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
             t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
+            port: int = t.getsockname()[1]
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                     u.bind(("127.0.0.1", port))
@@ -302,7 +322,7 @@ def tool_command(w: Workload, port: int, seconds: float, cpus: tuple[int | None,
         server = ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)]
         client = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", f"{seconds:g}", "-J",
                   "-l", str(w.size)]
-        client += ["-u", "-b", "0"] if w.udp else ["-N"]
+        client += ["-u", "-b", "0"] if w.udp else ["-N", "-i", f"{WINDOW:g}"]
         if client_cpu is not None and server_cpu is not None:
             client += ["-A", f"{client_cpu},{server_cpu}"]
         return server, client
@@ -376,7 +396,8 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
     if w.scenario == "pingpong":
         return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
                       loss=loss, extra={"median": median})
-    return Figure(w.size / seconds / MB, loss=loss, extra={"median": w.size / median / MB})
+    return Figure(w.size / seconds / MB, loss=loss, extra={
+        "median": w.size / median / MB, "windows": [w.size / v / MB for v in case.values]})
 
 
 # ------------------------------------------------------------ the check
@@ -438,6 +459,15 @@ class Row:
     def disagrees(self) -> bool:
         return self.verdict() == "disagree"
 
+    def window_q(self, side: str) -> float | None:
+        """WINDOW_Q quantile of one side's short windows (MB/s), pooled over
+        the repetitions: iperf3's 100 ms intervals, the suite's pyperf values."""
+        from bench._worker import percentile
+
+        runs = self.tool_runs if side == "tool" else self.suite_runs
+        pooled = sorted(v for r in runs for v in r.extra.get("windows", ()))
+        return percentile(pooled, WINDOW_Q) if pooled else None
+
 
 @dataclass
 class Result:
@@ -496,6 +526,11 @@ def _detail(row: Row) -> str:
         t, s = row.tool("p50"), row.suite("p50")
         if t and s:
             parts.append(f"p50 {usec(t):.2f}/{usec(s):.2f} µs ({s / t:.2f}x)")
+    else:
+        t, s = row.window_q("tool"), row.window_q("suite")
+        if t and s:
+            parts.append(f"q{100 * WINDOW_Q:.0f} of windows {t:,.0f}/{s:,.0f} MB/s"
+                         f" ({s / t:.2f}x)")
     lt, ls = row.tool("loss"), row.suite("loss")
     if lt is not None or ls is not None:
         parts.append(f"loss {fmt_loss(lt) if lt is not None else '-'}/"
@@ -534,6 +569,9 @@ def render_table(res: Result) -> str:
         " over pyperf values (as the tools average); flag when suite/tool is off by > 5%;"
         " DISAGREE when every tool/suite pair is off the same way, noisy when not;"
         " spread: (max - min) / median of one side's runs",
+        f"detail (tool/suite): pingpong p50 RTT; TCP stream q{100 * WINDOW_Q:.0f} of short"
+        f" windows (iperf3 -i {WINDOW:g} intervals, pyperf values): what each reaches when"
+        " the machine leaves it alone",
         "  ".join(h.ljust(wd) for h, wd in zip(head, widths)).rstrip(),
         "  ".join("-" * wd for wd in widths),
     ]
@@ -565,11 +603,12 @@ def render_json(res: Result) -> str:
             "spread": row.spread(), "tool_p50": row.tool("p50"),
             "suite_p50": row.suite("p50"), "tool_loss": row.tool("loss"),
             "suite_loss": row.suite("loss"),
+            "tool_window_q": row.window_q("tool"), "suite_window_q": row.window_q("suite"),
             "tool_runs": runs(row.tool_runs), "suite_runs": runs(row.suite_runs),
             "error": row.error,
         })
     doc = {
-        "threshold": AGREE, "seconds": res.seconds, "repeat": res.repeat,
+        "threshold": AGREE, "window_quantile": WINDOW_Q, "seconds": res.seconds, "repeat": res.repeat,
         "processes": res.processes, "client_cpu": res.cpus[0], "server_cpu": res.cpus[1],
         "load_before": list(res.load_before), "load_after": list(res.load_after),
         "rows": rows, "skipped": res.skipped,

@@ -33,6 +33,19 @@ IPERF3_TCP = """{"start": {"version": "iperf 3.12", "test_start": {"protocol": "
  "sum_received": {"start": 0, "end": 2.000147, "seconds": 2.000147, "bytes": 4062576640,
  "bits_per_second": 16249112250.249605, "sender": true}}}"""
 
+# iperf3 -c 127.0.0.1 -l 64K -N -A 1,0 -t 1 -i 0.1 -J: 4 of its 10 intervals
+IPERF3_TCP_INTERVALS = """{"start": {"version": "iperf 3.12"}, "intervals": [
+ {"sum": {"start": 0, "end": 0.100095, "seconds": 0.1000949963927269, "bytes": 173015040}},
+ {"sum": {"start": 0.100095, "end": 0.200101, "seconds": 0.10000599920749664,
+  "bytes": 138936320}},
+ {"sum": {"start": 0.800161, "end": 0.900079, "seconds": 0.09991800040006638,
+  "bytes": 138936320}},
+ {"sum": {"start": 0.900079, "end": 1.002006, "seconds": 0.10192699730396271,
+  "bytes": 129761280}}],
+ "end": {"sum_sent": {"seconds": 1.006065, "bytes": 1393950720, "retransmits": 0},
+ "sum_received": {"start": 0, "end": 1.006065, "seconds": 1.006065, "bytes": 1393950720,
+ "bits_per_second": 11084379001.356771, "sender": true}}}"""
+
 # iperf3 -c 127.0.0.1 -u -b 0 -l 1472 -A 1,0 -t 2 -J: the sender offered
 # 227 MB/s, the receiver got 66 MB/s (70.8% lost)
 IPERF3_UDP = """{"start": {"version": "iperf 3.12", "test_start": {"protocol": "UDP",
@@ -102,6 +115,17 @@ def test_iperf3_tcp_is_the_receivers_rate_in_mb() -> None:
     assert fig.value == pytest.approx(4062576640 / 2.000147 / 1e6)  # MB = 10^6 B
     assert fig.extra["retransmits"] == 167
     assert fig.loss is None
+
+
+def test_iperf3_tcp_intervals_are_the_short_windows() -> None:
+    fig = X.parse_iperf3(IPERF3_TCP_INTERVALS, udp=False)
+    assert fig.extra["windows"] == pytest.approx(
+        [173015040 / 0.1000949963927269 / 1e6, 138936320 / 0.10000599920749664 / 1e6,
+         138936320 / 0.09991800040006638 / 1e6, 129761280 / 0.10192699730396271 / 1e6])
+    doc = json.loads(IPERF3_TCP_INTERVALS)
+    doc["intervals"][-1]["sum"]["seconds"] = 0.002  # a short last interval: dropped
+    assert len(X.parse_iperf3(json.dumps(doc), udp=False).extra["windows"]) == 3
+    assert "windows" not in X.parse_iperf3(IPERF3_TCP, udp=False).extra
 
 
 def test_iperf3_udp_is_delivered_not_sent() -> None:
@@ -203,6 +227,20 @@ def test_verdict_needs_every_pair_off_the_same_way() -> None:
     assert row([100, 200], [120, 190]).paired() == [1.2, 0.95]
 
 
+def test_window_quantile_pools_the_runs() -> None:
+    w = X.WORKLOADS[0]
+    row = X.Row(w, [X.Figure(1.0, extra={"windows": [float(v) for v in range(0, 50)]}),
+                    X.Figure(1.0, extra={"windows": [float(v) for v in range(50, 101)]})],
+                [X.Figure(1.0, extra={"windows": [10.0, 20.0]})])
+    assert row.window_q("tool") == pytest.approx(90.0)  # q90 of 0..100
+    assert row.window_q("suite") == pytest.approx(19.0)
+    assert X.Row(w).window_q("tool") is None
+    res = _result()
+    res.rows = [row]
+    assert "q90 of windows 90/19 MB/s (0.21x)" in X.render_table(res)
+    assert json.loads(X.render_json(res))["rows"][0]["tool_window_q"] == pytest.approx(90.0)
+
+
 def test_a_loaded_machine_is_said() -> None:
     res = _result()
     assert "warning" not in X.render_table(res)
@@ -231,6 +269,7 @@ def test_commands_are_the_documented_ones() -> None:
     assert server == ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5201"]
     assert client[:2] == ["iperf3", "-c"] and "-N" in client and "-J" in client
     assert client[client.index("-l") + 1] == "65536" and client[-2:] == ["-A", "1,0"]
+    assert client[client.index("-i") + 1] == "0.1"
     _, udp = X.tool_command(by["udp-stream"], 5201, 2, (None, None))
     assert udp[udp.index("-b") + 1] == "0" and "-u" in udp and "-A" not in udp
     server, client = X.tool_command(by["tcp-pingpong"], 11111, 1, (1, 0))
@@ -332,4 +371,5 @@ def test_end_to_end_with_the_real_tools() -> None:
         assert row["error"] is None
         assert row["tool_figure"] > 0 and row["suite_figure"] > 0 and row["ratio"] > 0
     assert 0 <= doc["rows"][1]["tool_loss"] < 1
+    assert doc["rows"][0]["tool_window_q"] > 0 and doc["rows"][0]["suite_window_q"] > 0
     assert doc["rows"][2]["unit"] == "seconds" and doc["rows"][2]["tool_figure"] < 0.1
