@@ -45,13 +45,16 @@ from bench._units import fmt_value
 
 PROG = "fastsock-bench run"
 
-# pyperf settings of each preset: processes, values, warmups, min time (s).
-# The default keeps >= 8 worker processes per case (compare's unit of
-# analysis) and trims sizes, not processes, to stay in its time budget.
+# pyperf settings of each preset: processes, values, warmups, and either a
+# minimum time per value (s) or fixed loops.  A worker process costs about
+# 0.3 s to start here, so the default's budget (<= 10 min for 144 cases on
+# 2 cores) goes to processes, not long values: 8 processes per case (the
+# unit compare tests on) x 3 values of >= 20 ms.  --quick fixes the loops,
+# which skips pyperf's calibration process: a smoke run, not a measurement.
 PRESET_PYPERF = {
-    "quick": ["--processes", "1", "--values", "3", "--warmups", "1", "--min-time", "0.01"],
-    "default": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.04"],
-    "full": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.04"],
+    "quick": ["--processes", "1", "--values", "3", "--warmups", "1", "--loops", "1000"],
+    "default": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.02"],
+    "full": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.02"],
 }
 # Environment variables workers must see (pyperf cleans the rest).
 # FASTSOCK_TOKEN: the remote server's token, kept off workers' command lines.
@@ -223,6 +226,10 @@ def check_output(path: str, overwrite: bool, created_default: bool) -> None:
 
 def pyperf_args(args: argparse.Namespace) -> list[str]:
     out = list(PRESET_PYPERF[args.preset])
+    if args.min_time is not None and "--loops" in out:
+        # an explicit minimum time asks for calibration: drop fixed loops
+        i = out.index("--loops")
+        del out[i:i + 2]
     if args.fast:
         out = ["--fast"]
     elif args.rigorous:
