@@ -14,7 +14,9 @@ address agreement.  The peer:
 * takes orders over a control socket: fixed 9-byte frames ``<cQ``
   (command, argument), so a short read is always an error, never a guess.
 
-Commands: ``R n`` receive n stream bytes then answer ``D got``; ``G n``
+Commands: ``R n`` receive n stream bytes then answer ``D got`` (a local
+peer first answers ``T ns``: when the last byte arrived, see
+:data:`SHARED_CLOCK`); ``G n``
 drop stale datagrams, answer ``A`` (ready), receive up to n datagrams
 (until an empty one, the sender's end marker) then answer ``D got``;
 ``Q`` quit.  For pingpong the peer echoes from the start until EOF or ``Q``.
@@ -43,6 +45,14 @@ EXIT_GRACE = 2.0
 _PR_SET_PDEATHSIG = 1
 # The peer's stream receive buffer (bytes), at least the message size.
 RECV_BUFFER = 256 * 1024
+# perf_counter is one clock for every process of the host (Linux:
+# CLOCK_MONOTONIC): a forked peer's stamp of its last received byte can end
+# the measured side's timed region, instead of the confirmation's arrival,
+# whose wake-up of the measured side is not delivery (median ~0.1 ms, up to
+# ~9 ms on a loaded machine: 0.2% to 3% of a 20-90 ms value).  A remote
+# peer's clock is another host's: there the confirmation ends it.
+SHARED_CLOCK = time.get_clock_info("perf_counter").implementation == \
+    "clock_gettime(CLOCK_MONOTONIC)"
 
 
 class PeerError(RuntimeError):
@@ -85,7 +95,7 @@ def recv_frame(ctl: socket.socket) -> tuple[bytes, int]:
 
 
 def _peer_main(ctl: socket.socket, data: socket.socket, scenario: str,
-               dgram: bool, mode: str, size: int, loops: Any) -> None:
+               dgram: bool, mode: str, size: int, loops: Any, stamp: bool = False) -> None:
     if scenario == "pingpong":
         ctl.setblocking(False)
         while True:
@@ -111,6 +121,8 @@ def _peer_main(ctl: socket.socket, data: socket.socket, scenario: str,
             # A large receive buffer: the peer must not be what caps the
             # sender's rate (one recv can take many small messages).
             got = loops.stream_recv(data, arg, max(size, RECV_BUFFER), mode, 30.0)
+            if stamp:
+                ctl.sendall(FRAME.pack(b"T", time.perf_counter_ns()))
         elif cmd == b"G":
             # End markers of the previous round may still be queued: drop
             # them before acknowledging, i.e. before the sender starts.
@@ -139,6 +151,7 @@ class Peer:
         notice the end after PEER_IDLE)."""
         self.impl = fastsock.IMPLEMENTATION
         self.cpu = cpu
+        self.stamps = SHARED_CLOCK  # answers T before D to R (see _peer_main)
         parent = os.getpid()
         ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sys.stdout.flush()
@@ -161,7 +174,7 @@ class Peer:
                     except OSError:
                         pass
                 _peer_main(ctl_child, data, scenario, transport_is_dgram, mode, size,
-                           fastsock)
+                           fastsock, stamp=self.stamps)
             except BaseException as exc:  # report, never unwind into the parent's code
                 code = 1
                 try:

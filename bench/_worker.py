@@ -9,7 +9,9 @@ lives until the process exits; the timed region is only the loop plus, for
 throughput, the peer's confirmation that it received everything:
 
 * stream over TCP/Unix: order the peer to receive ``loops * size`` bytes,
-  start the clock, ``stream_send``, wait for the peer's count, stop;
+  start the clock, ``stream_send``, wait for the peer's count, stop (at
+  the local peer's stamp of its last byte: the confirmation's wake-up of
+  this process is not delivery);
 * stream over datagrams: the same, then end with empty datagrams (resent
   until the peer answers, since UDP may drop one) and return
   ``elapsed * loops / delivered``, so pyperf's value is seconds per
@@ -293,8 +295,14 @@ class Case:
             # Push out a tail that Nagle holds until the peer's (delayed,
             # up to 40 ms) ACK: the loop is done, the stall is not its cost.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A local peer stamps its last byte's arrival (bench._peer.SHARED_CLOCK):
+        # delivery ends there, not when its answer wakes this process up.
+        t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
+            peer, "stamps", False) else None
         got = peer.answer(CASE_TIMEOUT)
         t1 = time.perf_counter()
+        if t_last is not None and t0 < t_last <= t1:
+            t1 = t_last
         self._record_cpu(time.process_time() - c0, loops)
         if self.tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
