@@ -79,7 +79,7 @@ PORT_TRIES = 3
 # (bytes); the suite runs the same size.
 UDP_SIZE = 1472
 # iperf3's reporting interval (seconds, -i): windows about as long as one
-# pyperf value of the suite (40-90 ms), to compare the two distributions.
+# pyperf value of the suite (tens of ms), to compare the two distributions.
 WINDOW = 0.1
 # The quantile of those windows compared (a fraction): what the two reach
 # when the machine leaves them alone, which a loaded machine's medians hide.
