@@ -219,12 +219,12 @@ def check_request(req: dict[str, Any], max_size: int) -> dict[str, Any]:
     if dgram:
         limit = min(limit, UDP6_MAX if req["transport"] == "udp6" else UDP4_MAX)
     size = req.get("size")
-    if not _is_int(size) or not 1 <= size <= limit:
+    if not (_is_int(size) and 1 <= int(size) <= limit):  # type: ignore[arg-type]
         raise ProtocolError(f"size {_short(size, 20)} must be an integer from 1 to {limit} bytes"
                             f" (this server's limit for {req['transport']})")
     if dgram:
         port = req.get("udp_port")
-        if not _is_int(port) or not 1 <= port <= 65535:
+        if not (_is_int(port) and 1 <= int(port) <= 65535):  # type: ignore[arg-type]
             raise ProtocolError("a udp case needs udp_port, an integer from 1 to 65535")
     elif "udp_port" in req:
         raise ProtocolError("udp_port is only for udp cases")

@@ -61,7 +61,7 @@ HEARTBEAT_CHECK = 0.5
 HEARTBEAT_LOSS = 3.0
 # Where a watch may raise: the measured code (the worker's Case, the
 # loops), not pyperf's bookkeeping between two values.
-_MEASURED = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+_MEASURED = tuple(os.path.dirname(os.path.abspath(str(m.__file__))) + os.sep
                   for m in (bench, fastsock))
 
 
@@ -84,7 +84,7 @@ class Info:
     limits: dict[str, Any] = field(default_factory=dict)
 
 
-def _numeric(addr: tuple) -> str:
+def _numeric(addr: tuple[Any, ...]) -> str:
     host = addr[0]
     if len(addr) >= 4 and addr[3]:
         host = f"{host}%{addr[3]}"  # a link-local address needs its scope
@@ -102,7 +102,8 @@ def _connect(remote: str, family: int = socket.AF_UNSPEC
     try:
         infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        which = {socket.AF_INET: " as IPv4", socket.AF_INET6: " as IPv6"}.get(family, "")
+        names: dict[int, str] = {socket.AF_INET: " as IPv4", socket.AF_INET6: " as IPv6"}
+        which = names.get(family, "")
         raise RemoteError(f"cannot resolve {host!r}{which}: {exc.strerror}") from None
     errors = []
     for fam, kind, proto, _, addr in infos:
@@ -170,10 +171,9 @@ def hello(remote: str, token: str | None = None, family: int = socket.AF_UNSPEC)
         answer = _request(sock, reader, greeting, {"fastsock": P.PROTOCOL, "op": "hello"},
                           where, token if token is not None else env_token())
         fam = sock.family
-    limits = answer.get("limits") if isinstance(answer.get("limits"), dict) else {}
-    fp = answer.get("fingerprint") if isinstance(answer.get("fingerprint"), dict) else {}
-    impl = answer.get("impl") if isinstance(answer.get("impl"), str) else "unknown"
-    return Info(where, fam, impl, fp, limits)
+    limits, fp, impl = answer.get("limits"), answer.get("fingerprint"), answer.get("impl")
+    return Info(where, fam, impl if isinstance(impl, str) else "unknown",
+                fp if isinstance(fp, dict) else {}, limits if isinstance(limits, dict) else {})
 
 
 # ------------------------------------------------------------ the peer
@@ -339,8 +339,8 @@ def open_case(remote: str, key: CaseKey, token: str | None = None, watch: bool =
             raise RemoteError(f"fastsock server at {where}: unexpected data after the handshake")
         data.settimeout(None)
         ctl.settimeout(None)
-        impl = answer.get("impl") if isinstance(answer.get("impl"), str) else "unknown"
-        peer = RemotePeer(ctl, where, impl)
+        impl = answer.get("impl")
+        peer = RemotePeer(ctl, where, impl if isinstance(impl, str) else "unknown")
         if watch and beats:
             peer.watch()
         return data, peer

@@ -121,7 +121,7 @@ def fingerprint() -> dict[str, Any]:
     return fp
 
 
-def _unmapped(addr: tuple) -> tuple:
+def _unmapped(addr: tuple[Any, ...]) -> tuple[Any, ...]:
     """An IPv4-mapped IPv6 socket address as the IPv4 one."""
     host = addr[0]
     if isinstance(host, str) and host.lower().startswith("::ffff:") and "." in host:
@@ -129,14 +129,14 @@ def _unmapped(addr: tuple) -> tuple:
     return tuple(addr)
 
 
-def _with_port(addr: tuple, port: int) -> tuple:
+def _with_port(addr: tuple[Any, ...], port: int) -> tuple[Any, ...]:
     return (addr[0], port) + tuple(addr[2:])
 
 
 class Conn:
     """One control connection and what it opened, so it can be aborted."""
 
-    def __init__(self, sock: socket.socket, addr: tuple) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[Any, ...]) -> None:
         self.sock = sock
         self.name = P.format_hostport(*_unmapped(addr)[:2])
         self.data: socket.socket | None = None
@@ -385,7 +385,7 @@ class Server:
         c.case_start = None
         self.log(f"{c.name}: case {what} {ending} after {time.monotonic() - t0:.1f} s")
 
-    def _accept_data(self, c: Conn, local: tuple, peer: tuple) -> socket.socket | None:
+    def _accept_data(self, c: Conn, local: tuple[Any, ...], peer: tuple[Any, ...]) -> socket.socket | None:
         family = P.literal_family(local[0]) or socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as lst:
             lst.bind(_with_port(local, 0))

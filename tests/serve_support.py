@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import fastsock
+from bench._report import Case
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("FASTSOCK_PUREPYTHON", "") not in ("", "0")
@@ -126,6 +127,6 @@ def run_bench(args: Sequence[str], prefix: Sequence[str] = (),
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def throughput(case: object) -> float:
+def throughput(case: Case) -> float:
     """A stream case's delivered throughput (bytes/s) from pyperf's median."""
-    return case.key.size / case.benchmark.median()  # type: ignore[attr-defined]
+    return case.key.size / float(case.benchmark.median())

@@ -32,7 +32,7 @@ from typing import Iterator
 
 import pytest
 
-from bench._report import load_report
+from bench._report import Case, load_report
 from serve_support import IMPL, TINY, ServerProcess, run_bench, throughput
 
 # The shaped rate, in bit/s and in bytes/s.
@@ -122,7 +122,7 @@ def server(link: Link, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     assert status == 0, f"server did not stop cleanly ({status}); log: {srv.stderr()}"
 
 
-def run_remote(link: Link, srv: ServerProcess, out: Path, *args: str) -> list:
+def run_remote(link: Link, srv: ServerProcess, out: Path, *args: str) -> list[Case]:
     res = run_bench(["run", "--remote", srv.address, *args, "--impl", IMPL, "-o", str(out),
                      "--no-html"], prefix=link.in_client())
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\nserver log:\n{srv.stderr()}"
@@ -132,10 +132,10 @@ def run_remote(link: Link, srv: ServerProcess, out: Path, *args: str) -> list:
     return cases
 
 
-def measured_seconds(case: object) -> float:
+def measured_seconds(case: Case) -> float:
     """The longest timed region of the case's value runs (s)."""
-    runs = [r for r in case.benchmark.get_runs() if r.values]  # type: ignore[attr-defined]
-    return max(v * r.get_total_loops() for r in runs for v in r.values)
+    runs = [r for r in case.benchmark.get_runs() if r.values]
+    return float(max(v * r.get_total_loops() for r in runs for v in r.values))
 
 
 def test_unshaped_rtt_and_throughput(link: Link, server: ServerProcess, tmp_path: Path) -> None:
