@@ -148,15 +148,30 @@ class Conn:
         self.heartbeat = False  # send H frames (datagram pingpong)
         self.last_beat = 0.0
         self.thread: threading.Thread | None = None
+        # Held by the accept loop while it touches these sockets and by the
+        # connection's thread while it closes them: never a syscall on a
+        # closed socket's number, which a new socket may have reused.
+        self.lock = threading.Lock()
+        self.closed = False
 
     def abort(self) -> None:
         """Wake whatever this connection's thread waits on (it then ends)."""
-        for s in (self.sock, self.data):
-            if s is not None:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        with self.lock:
+            if self.closed:
+                return
+            for s in (self.sock, self.data):
+                if s is not None:
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            for s in (self.watch, self.data, self.sock):
+                if s is not None:
+                    s.close()
 
 
 class Server:
@@ -242,9 +257,19 @@ class Server:
         with self.lock:
             running = [c for c in self.conns if c.case_start is not None]
         for c in running:
-            start, watch = c.case_start, c.watch
-            if start is None or watch is None:
+            why = self._check(c, now)
+            if why is None or c.case_start is None:
                 continue
+            self.log(f"{c.name}: case aborted: {why}")
+            c.case_start = None
+            c.abort()
+
+    def _check(self, c: Conn, now: float) -> str | None:
+        """Beat (datagram pingpong); why the case must end, or None."""
+        with c.lock:  # non-blocking calls only: never held long
+            start, watch = c.case_start, c.watch
+            if c.closed or start is None or watch is None:
+                return None
             if c.heartbeat and now - c.last_beat >= HEARTBEAT:
                 c.last_beat = now
                 try:
@@ -252,21 +277,15 @@ class Server:
                 except OSError:
                     pass  # a full buffer or a gone client: the peek below says
             if now - start > MAX_CASE:
-                why = f"longer than {MAX_CASE:g} s"
-            else:
-                try:
-                    if watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                        continue  # an order waiting: alive
-                    why = "the client closed the control connection"
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    why = f"control connection: {exc.strerror or exc}"
-            if c.case_start is None:
-                continue  # ended meanwhile
-            self.log(f"{c.name}: case aborted: {why}")
-            c.case_start = None
-            c.abort()
+                return f"longer than {MAX_CASE:g} s"
+            try:
+                if watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    return None  # an order waiting: alive
+                return "the client closed the control connection"
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                return f"control connection: {exc.strerror or exc}"
 
     # ------------------------------------------------------------ one client
     def _serve_conn(self, c: Conn) -> None:
@@ -278,9 +297,7 @@ class Server:
             c.case_start = None
             with self.lock:  # before closing: the client's next case may
                 self.conns.discard(c)  # connect as soon as it sees the close
-            for s in (c.watch, c.data, c.sock):
-                if s is not None:
-                    s.close()
+            c.close()
 
     def _handle(self, c: Conn) -> None:
         sock = c.sock
@@ -385,35 +402,41 @@ class Server:
         c.case_start = None
         self.log(f"{c.name}: case {what} {ending} after {time.monotonic() - t0:.1f} s")
 
-    def _accept_data(self, c: Conn, local: tuple[Any, ...], peer: tuple[Any, ...]) -> socket.socket | None:
+    def _accept_data(self, c: Conn, local: tuple[Any, ...],
+                     peer: tuple[Any, ...]) -> socket.socket | None:
+        """The client's data connection (from the control connection's
+        client address only), or None after refusing."""
         family = P.literal_family(local[0]) or socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as lst:
+        lst = socket.socket(family, socket.SOCK_STREAM)
+        c.data = lst  # so that abort() wakes accept()
+        try:
             lst.bind(_with_port(local, 0))
             lst.listen(1)
-            c.data = lst  # so that abort() wakes accept()
             c.sock.sendall(P.encode({"ok": True, "port": lst.getsockname()[1],
                                      "impl": fastsock.IMPLEMENTATION}))
             deadline = time.monotonic() + ACCEPT_TIMEOUT
             while True:
                 rest = deadline - time.monotonic()
                 if rest <= 0:
-                    c.data = None
-                    self._refuse(c, f"no data connection within {ACCEPT_TIMEOUT:g} s")
-                    return None
+                    break
                 lst.settimeout(rest)
                 try:
                     data, addr = lst.accept()
                 except TimeoutError:
                     continue
                 except OSError:  # aborted (server stopping)
-                    c.data = None
                     return None
                 if _unmapped(addr)[0] == peer[0]:
-                    c.data = None
                     return data
                 self.log(f"{c.name}: data connection from stranger "
                          f"{P.format_hostport(*_unmapped(addr)[:2])} dropped")
                 data.close()
+        finally:
+            with c.lock:
+                c.data = None
+                lst.close()
+        self._refuse(c, f"no data connection within {ACCEPT_TIMEOUT:g} s")
+        return None
 
 
 def _keepalive(sock: socket.socket) -> None:
