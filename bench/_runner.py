@@ -25,6 +25,8 @@ recorded and the run goes on; the exit status says so at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 import os
 import signal
@@ -327,16 +329,25 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
             t_case = time.monotonic()
             try:
                 in_pyperf[0] = True
+                said = io.StringIO()
                 try:
                     if interrupted:  # a signal just before the flag was set
                         raise KeyboardInterrupt
-                    bench = runner.bench_time_func(key.name, _never, metadata=case_metadata(key))
+                    # pyperf's main process prints each result even when
+                    # quiet; the progress line below says it in our units.
+                    # Kept, and shown, when the case fails.
+                    with contextlib.redirect_stdout(said):
+                        bench = runner.bench_time_func(
+                            key.name, _never, metadata=case_metadata(key))
                 finally:
                     in_pyperf[0] = False
             except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:
                 runner._worker_task += 1  # pyperf skips this on failure; keep tasks aligned
                 if interrupted:
                     break
+                for line in said.getvalue().splitlines():
+                    if line.strip() and "Mean +- std dev" not in line:
+                        print(f"  pyperf: {line}", file=sys.stderr)
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 failed.append((key.name, reason))
                 print(f"[{k}/{n}] {key.name}: FAILED ({reason})", flush=True)
