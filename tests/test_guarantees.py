@@ -423,3 +423,39 @@ def test_close_without_a_run_and_twice_is_safe() -> None:
     case.close()
     case.close()
     assert _fds() == fds
+
+
+# ------------------------------------------------------------ --fail-fast
+def test_fail_fast_stops_at_the_first_failed_case(tmp_path: Path) -> None:
+    """A killed peer fails the first of two cases: under --fail-fast the
+    run stops there (exit 1, the second case never runs, no report)."""
+    from tests import test_run_cli as C
+
+    w = C.where(tmp_path)
+    argv = ["--quick", "--scenario", "stream", "--transport", "tcp4",
+            "--mode", "blocking,nonblocking", "--impl", C.ONE_IMPL,
+            "-p", "1", "-n", "2", "-w", "0", "--min-time", "0.5",
+            "-o", "out.json", "--no-html", "--fail-fast"]
+    first, second = C.expected_names(argv)
+    proc = C.start(w, argv)
+    peer = -1
+    try:
+        lines = C.Lines(proc)
+        peer = C._find_peer(proc.pid, C.WAIT_TIMEOUT)
+        time.sleep(0.1)
+        os.kill(peer, signal.SIGKILL)
+        t_fault = time.monotonic()
+        t_failed, line = lines.until(lambda ln: ln.startswith("[1/"), C.WAIT_TIMEOUT)
+        stdout = lines.rest(C.RUN_TIMEOUT)
+        proc.wait(timeout=C.RUN_TIMEOUT)
+    finally:
+        C.kill_run(proc)
+    stderr = C.stderr_of(w)
+    assert line.startswith(f"[1/2] {first}: FAILED"), line
+    assert t_failed - t_fault < C.FAULT_BOUND
+    assert proc.returncode == 1, (stdout, stderr)
+    assert "Traceback" not in stderr + stdout
+    assert second not in stdout
+    assert "1 case(s) failed" in stderr
+    assert not (w.cwd / "out.json").exists()
+    C.assert_nothing_left(w)
