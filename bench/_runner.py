@@ -69,7 +69,9 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
+        # argparse quotes stray arguments raw: a newline (or any control
+        # character) in one would break the one-line error; escape it
+        raise UsageError("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
 
 
 def add_selection_args(p: argparse.ArgumentParser) -> None:
