@@ -5,8 +5,9 @@ Design note
 pyperf runs each benchmark in fresh worker processes that re-execute the
 program.  Four of its habits shape this module:
 
-* workers re-execute ``sys.argv[0]``: the Runner gets
-  ``program_args=("-m", "bench", "run")`` and the selection flags are
+* workers re-execute ``sys.argv[0]``: the Runner gets a launcher
+  (:func:`worker_program`: ``python -c ... run``, importing what this
+  process imported, not the cwd's tree) and the selection flags are
   forwarded with ``add_cmdline_args``, so a worker enumerates the same
   cases and pyperf's task index picks the same one;
 * workers get a cleaned environment: ``FASTSOCK_*`` travel with
@@ -178,10 +179,31 @@ def _make_runner(forward: list[str]) -> pyperf.Runner:
             cmd.append("--quiet")
 
     return pyperf.Runner(
-        program_args=("-m", "bench", "run"),
+        program_args=worker_program(),
         add_cmdline_args=add_cmdline_args,
         hooks=[HookEntry()],
     )
+
+
+def worker_program() -> tuple[str, ...]:
+    """How pyperf starts a worker: ``python -c LAUNCHER run ...``.
+
+    ``python -m bench`` would put the current directory first on sys.path:
+    run from a clone after ``pip install .``, the workers would then import
+    the clone's uncompiled tree while this process measures the installed
+    build (and refuse every cython case).  The launcher drops that entry
+    unless this process's own packages come from the current directory, so
+    a worker imports exactly what this process imported.
+    """
+    import bench
+
+    here = os.path.abspath(os.getcwd())
+    roots = {os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or "")))
+             for m in (bench, fastsock)}
+    keep_cwd = here in roots
+    code = ("import sys; " + ("" if keep_cwd else "del sys.path[0]; ")
+            + "from bench.cli import main; sys.exit(main())")
+    return ("-c", code, "run")
 
 
 # ---------------------------------------------------------------- worker
