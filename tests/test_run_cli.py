@@ -640,3 +640,25 @@ def test_dead_or_stopped_peer_fails_its_case_and_the_run_goes_on(
     assert [c.name for c in load_report(w.cwd / "out.json").cases] == [second]
     assert not peer_left, "the faulty peer is still there"
     assert_nothing_left(w)
+
+
+def test_workers_import_what_the_main_process_imported(tmp_path: Path) -> None:
+    """A cwd holding another `fastsock` (a clone after `pip install .` holds
+    the uncompiled tree) must not be what the workers import: they run the
+    code the main process measures with."""
+    decoy = tmp_path / "fastsock"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy fastsock was imported')\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path))
+    # the main process itself does not put the cwd on sys.path, as the
+    # `fastsock-bench` console script does not
+    launcher = "import sys; del sys.path[0]; from bench.cli import main; sys.exit(main())"
+    out = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, "-c", launcher, "run", "--quick", "--scenario", "stream",
+         "--transport", "tcp4", "--mode", "blocking", "--impl", ONE_IMPL, "-o", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "decoy" not in done.stderr
+    assert [c.key.impl for c in load_report(out).cases] == [ONE_IMPL]
