@@ -43,7 +43,7 @@ import fastsock
 
 from bench import _matrix as M
 from bench import _remote
-from bench._report import SCHEMA_VERSION, CaseKey, dump_suite
+from bench._report import SCHEMA_VERSION, CaseKey, dump_suite, load_report
 from bench._units import fmt_value
 
 PROG = "fastsock-bench run"
@@ -394,9 +394,7 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    total = time.monotonic() - start
-    if benchmarks and not _save(benchmarks, output):
-        return 1
+    total = time.monotonic() - start  # every finished case is already saved
     if interrupted:
         name = signal.Signals(interrupted[0]).name
         print(f"fastsock-bench: interrupted by {name} after {len(benchmarks)} of {n} cases;"
@@ -404,11 +402,12 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
               file=sys.stderr)
         return 128 + interrupted[0]
     if benchmarks:
+        report = load_report(output)  # what is printed is what was stored
         print()
-        print(_summary.render(output))
+        print(_summary.render_report(report))
         if not args.no_html:
             try:  # the HTML page is an extra: its failure must not hide the run
-                _summary.write_html_beside(output)
+                _summary.write_html_beside(output, report)
             except Exception as exc:  # any plotting error
                 print(f"{PROG}: warning: no HTML report ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)

@@ -1,9 +1,12 @@
 """The run summary: one table per scenario, every figure with its unit.
 
 Design note: read back from the saved report (not from memory), so what is
-printed is exactly what was stored; figures are medians over values.
-Speedup = Python's time / compiled time for the same case (> 1: the
-compiled loop is faster), shown on the compiled row.
+printed is exactly what was stored.  Figures and speedups are those of
+``compare``/``speedup``, the plots and the HTML report (one definition for
+one thing): a case's figure is the median over worker processes of each
+process's median; speedup = Python's time / compiled time for the same case
+(> 1: the compiled loop is faster), the Hodges-Lehmann estimate of
+``bench._compare.speedup``, shown on the compiled row.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench._report import Case, Report, load_report
+from bench._report import Case, Report
 from bench._units import fmt_size, msg_rate, throughput_mbps
 
 
 def _median(case: Case) -> float:
-    return statistics.median(case.values)
+    return statistics.median(case.process_medians())
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -30,14 +33,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def speedups(report: Report) -> dict[Any, float]:
-    by = report.by_key()
-    out = {}
-    for key, case in by.items():
-        if key.impl == "cython":
-            other = by.get(key.other_impl("python"))
-            if other is not None:
-                out[key] = _median(other) / _median(case)
-    return out
+    from bench._compare import speedup
+
+    try:
+        return {r.key: r.est.ratio for r in speedup(report).results}
+    except ValueError:  # no case has both twins
+        return {}
 
 
 def render_report(report: Report) -> str:
@@ -77,19 +78,11 @@ def render_report(report: Report) -> str:
     return "\n\n".join(parts)
 
 
-def render(path: str) -> str:
-    return render_report(load_report(path))
+def write_html_beside(path: str, report: Report) -> str:
+    """Write ``<report>.html`` beside the JSON report; returns its path."""
+    from bench import _html
 
-
-def write_html_beside(path: str) -> str | None:
-    """Write ``<report>.html`` beside the JSON report when the HTML module
-    is available; returns its path."""
-    try:
-        from bench import _html
-    except ImportError:
-        return None
     html_path = path[:-5] + ".html" if path.endswith(".json") else path + ".html"
-    report = load_report(path)
-    _html.write_html(report, html_path)  # type: ignore[attr-defined]
+    _html.write_html(report, html_path)
     print(f"HTML report: {html_path}")
     return html_path
