@@ -38,7 +38,10 @@ from bench._stats import Correction, Estimate, Verdict
 MACHINE_KEYS = ("cpu_model_name", "cpu_count")
 # Fingerprint keys that differ between any two runs and say nothing.
 VOLATILE_KEYS = ("load_avg_1min",)
-DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS if k not in MACHINE_KEYS + VOLATILE_KEYS)
+# How the reports were made, not what they measured: a note, not a "differs".
+RUN_KEYS = ("interleaved", "interleaved_side")
+DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS
+                     if k not in MACHINE_KEYS + VOLATILE_KEYS + RUN_KEYS)
 # Benchmark metadata that changes what a case measures without changing its key.
 CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded")
 P99_KEY = "rtt_p99"
@@ -178,9 +181,23 @@ def geomeans(ratios: Iterable[tuple[str, float]]) -> dict[str, tuple[float, int]
     return {s: (_stats.geometric_mean(r), len(r)) for s, r in groups.items()}
 
 
-def _notes(pairs: list[tuple[Case, Case]], metrics: list[Metric], settings: Settings) -> list[str]:
+def interleaved(base: Report, new: Report) -> bool:
+    """True when both reports come from one ``run --base-python``."""
+    b, n = base.fingerprint.get("interleaved"), new.fingerprint.get("interleaved")
+    return b is not None and b == n and \
+        base.fingerprint.get("interleaved_side") != new.fingerprint.get("interleaved_side")
+
+
+def _notes(pairs: list[tuple[Case, Case]], metrics: list[Metric], settings: Settings,
+           same_run: bool = True) -> list[str]:
     """Warnings about the comparison's power, in words a user can act on."""
     notes = []
+    if not same_run:
+        notes.append(
+            "the reports come from separate runs: a shift of a whole run (other load, CPU "
+            "frequency) counts as a change here; for a verdict to gate on, measure both in "
+            "one run, interleaved: fastsock-bench run --base-python BASE_PYTHON"
+        )
     n = min(len(b.process_values) for b, _ in pairs)
     m = min(len(x.process_values) for _, x in pairs)
     floor = _stats.p_floor(n, m)
@@ -228,7 +245,7 @@ def compare_reports(base: Report, new: Report, settings: Settings = Settings()) 
         differs=_differs(base, new),
         case_differs=_case_differs(pairs),
         geomeans=geomeans((r.key.scenario, r.time.est.ratio) for r in results),
-        notes=_notes(pairs, times, settings),
+        notes=_notes(pairs, times, settings, same_run=interleaved(base, new)),
     )
 
 

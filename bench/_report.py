@@ -30,6 +30,9 @@ fastsock_commit    str    git commit of the measured tree ("unknown" if none)
 fastsock_loaded    str    implementation the measuring process loaded
 tcp_nodelay        int    1 when TCP_NODELAY was set (pingpong over TCP)
 sndbuf, rcvbuf     int    effective SO_SNDBUF / SO_RCVBUF, bytes
+interleaved        str    id shared by the two reports of one ``run
+                          --base-python`` (absent otherwise)
+interleaved_side   str    ``base`` or ``new`` in such a run
 + fingerprint      ...    see :data:`FINGERPRINT_KEYS` (pyperf adds
                           cpu_model_name, cpu_count, python_version,
                           platform, hostname, load_avg_1min, ...)
@@ -90,6 +93,8 @@ FINGERPRINT_KEYS = (
     "net_core_busy_read",
     "load_avg_1min",
     "hostname",
+    "interleaved",
+    "interleaved_side",
 )
 PERCENTILES = ("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999")
 

@@ -41,6 +41,7 @@ import pyperf
 
 import fastsock
 
+from bench import _interleave
 from bench import _matrix as M
 from bench import _remote
 from bench._report import SCHEMA_VERSION, CaseKey, dump_suite, load_report
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
     p.add_argument("--no-html", action="store_true", help="do not write the HTML report")
+    p.add_argument("--base-python", metavar="PYTHON",
+                   help="also measure a base build: this interpreter's fastsock, interleaved "
+                   "with this one's worker by worker (see docs/compare.md)")
+    p.add_argument("--base-output", metavar="PATH",
+                   help="the base's report with --base-python (default: OUTPUT with .base.json)")
     p.add_argument("--token", help="the --remote server's token (default: $FASTSOCK_TOKEN,"
                    " which keeps it out of the process list)")
     g = p.add_argument_group("pyperf settings (override the preset)")
@@ -313,20 +319,40 @@ def main_run(argv: list[str]) -> int:
             return 0
         pargs = pyperf_args(args)  # before check_output, which may create results/
         output = args.output or default_output()
-        check_output(output, args.overwrite, created_default=args.output is None)
-    except (UsageError, M.MatrixError, _remote.RemoteError) as exc:
+        if args.base_output and not args.base_python:
+            raise UsageError("--base-output needs --base-python")
+        base = None
+        outputs = {"new": output}
+        if args.base_python:
+            outputs["base"] = args.base_output or _interleave.base_output(output)
+            if os.path.abspath(outputs["base"]) == os.path.abspath(output):
+                raise UsageError("--base-output must differ from the report's path")
+        for path in outputs.values():
+            check_output(path, args.overwrite, created_default=args.output is None)
+        if args.base_python:
+            base = _interleave.prepare(args.base_python, plan.forward, plan.cases,
+                                       need_compiled="cython" in plan.selection.impls)
+    except (UsageError, M.MatrixError, _remote.RemoteError, _interleave.BaseError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    return _execute(args, plan, output, pargs)
+    return _execute(args, plan, outputs, pargs, base)
 
 
-def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]) -> int:
+def _execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], pargs: list[str],
+             base: _interleave.Base | None = None) -> int:
     from bench import _fingerprint, _summary
 
-    fingerprint = _fingerprint.collect()
-    fingerprint.update(plan.metadata)  # the remote server's (remote_*), if any
+    output = outputs["new"]
+    fingerprints = {"new": _fingerprint.collect()}
+    fingerprints["new"].update(plan.metadata)  # the remote server's (remote_*), if any
+    if base is not None:
+        pair = _interleave.new_id()
+        fingerprints["base"] = dict(base.fingerprint, **plan.metadata)
+        for side in fingerprints:
+            fingerprints[side].update(interleaved=pair, interleaved_side=side)
     runner = _make_runner(plan.forward)
     runner.parse_args(pargs)
+    new_program = runner._program_args
 
     interrupted: list[int] = []
     # Raise only while pyperf runs a case (it kills the worker on the way
@@ -341,16 +367,29 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
             raise KeyboardInterrupt
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    benchmarks: list[pyperf.Benchmark] = []
+    benchmarks: dict[str, list[pyperf.Benchmark]] = {side: [] for side in outputs}
     failed: list[tuple[str, str]] = []
     n = len(plan.cases)
     start = time.monotonic()
     print(f"fastsock-bench: {n} cases, preset {args.preset}, report {output}", flush=True)
+    if base is not None:
+        print(f"fastsock-bench: interleaved with the base, worker by worker; base report "
+              f"{outputs['base']}\n  {_interleave.describe(base)}", flush=True)
     try:
         for k, key in enumerate(plan.cases, 1):
             if interrupted:
                 break
             t_case = time.monotonic()
+            metadata = case_metadata(key)
+
+            def call() -> pyperf.Benchmark:
+                # the worker enumerates the same cases: task k-1 is this one
+                runner._worker_task = k - 1
+                runner._bench_names.discard(key.name)  # several workers of one case
+                bench = runner.bench_time_func(key.name, _never, metadata=metadata)
+                assert bench is not None
+                return bench
+
             try:
                 in_pyperf[0] = True
                 said = io.StringIO()
@@ -361,12 +400,14 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
                     # quiet; the progress line below says it in our units.
                     # Kept, and shown, when the case fails.
                     with contextlib.redirect_stdout(said):
-                        bench = runner.bench_time_func(
-                            key.name, _never, metadata=case_metadata(key))
+                        if base is None:
+                            got = {"new": call()}
+                        else:
+                            got = _interleave.measure(runner, key.name, metadata, base,
+                                                      new_program, call)
                 finally:
                     in_pyperf[0] = False
             except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:
-                runner._worker_task += 1  # pyperf skips this on failure; keep tasks aligned
                 if interrupted:
                     break
                 for line in said.getvalue().splitlines():
@@ -378,15 +419,21 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
                 if args.fail_fast:
                     break
                 continue
-            assert bench is not None
-            bench.update_metadata(fingerprint)
-            benchmarks.append(bench)
-            if not _save(benchmarks, output):
-                return 1
+            for side, bench in got.items():
+                bench.update_metadata(fingerprints[side])
+                benchmarks[side].append(bench)
+            # the base first: a report "new" never holds a case its base lacks
+            for side in sorted(outputs, key=lambda s: s != "base"):
+                if not _save(benchmarks[side], outputs[side]):
+                    return 1
             elapsed = time.monotonic() - start
             eta = elapsed / k * (n - k)
+            figures = fmt_value(key.scenario, key.size, got["new"].median())
+            if "base" in got:
+                figures = (f"base {fmt_value(key.scenario, key.size, got['base'].median())},"
+                           f" new {figures}")
             print(
-                f"[{k}/{n}] {key.name}: {fmt_value(key.scenario, key.size, bench.median())}"
+                f"[{k}/{n}] {key.name}: {figures}"
                 f"  ({time.monotonic() - t_case:.1f} s; elapsed {_fmt_duration(elapsed)},"
                 f" ETA {_fmt_duration(eta)})",
                 flush=True,
@@ -395,24 +442,29 @@ def _execute(args: argparse.Namespace, plan: Plan, output: str, pargs: list[str]
         for s, h in old.items():
             signal.signal(s, h)
     total = time.monotonic() - start  # every finished case is already saved
+    done = len(benchmarks["new"])
+    saved = " and ".join(outputs[side] for side in sorted(outputs, key=lambda s: s != "new"))
     if interrupted:
         name = signal.Signals(interrupted[0]).name
-        print(f"fastsock-bench: interrupted by {name} after {len(benchmarks)} of {n} cases;"
-              f" {'saved ' + output if benchmarks else 'nothing finished, no report'}",
+        print(f"fastsock-bench: interrupted by {name} after {done} of {n} cases;"
+              f" {'saved ' + saved if done else 'nothing finished, no report'}",
               file=sys.stderr)
         return 128 + interrupted[0]
-    if benchmarks:
+    if done:
         report = load_report(output)  # what is printed is what was stored
         print()
         print(_summary.render_report(report))
+        if base is not None:
+            print()
+            print(_summary.render_interleaved(load_report(outputs["base"]), report))
         if not args.no_html:
             try:  # the HTML page is an extra: its failure must not hide the run
                 _summary.write_html_beside(output, report)
             except Exception as exc:  # any plotting error
                 print(f"{PROG}: warning: no HTML report ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)
-    print(f"\n{len(benchmarks)} of {n} cases in {_fmt_duration(total)}; report: "
-          f"{output if benchmarks else '(none)'}")
+    print(f"\n{done} of {n} cases in {_fmt_duration(total)}; "
+          f"report{'s' if base is not None else ''}: {saved if done else '(none)'}")
     if failed:
         print(f"{len(failed)} case(s) failed:", file=sys.stderr)
         for name, reason in failed:

@@ -86,3 +86,16 @@ def write_html_beside(path: str, report: Report) -> str:
     _html.write_html(report, html_path)
     print(f"HTML report: {html_path}")
     return html_path
+
+
+def render_interleaved(base: Report, new: Report) -> str:
+    """The comparison an interleaved run was made for (``run --base-python``)."""
+    from bench._compare import compare_reports
+    from bench._compare_format import comparison_table
+
+    try:
+        cmp = compare_reports(base, new)
+    except ValueError as exc:
+        return f"base vs new: {exc}"
+    return ("base vs new, interleaved worker by worker (gate with: fastsock-bench compare "
+            f"{base.path} {new.path})\n" + comparison_table(cmp))
