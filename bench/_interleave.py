@@ -131,9 +131,8 @@ def order(processes: int) -> list[str]:
     return out
 
 
-def measure(runner: pyperf.Runner, name: str, metadata: dict[str, Any], base: Base,
-            new_program: tuple[str, ...], call: Callable[[], pyperf.Benchmark]
-            ) -> dict[str, pyperf.Benchmark]:
+def measure(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
+            call: Callable[[], pyperf.Benchmark]) -> dict[str, pyperf.Benchmark]:
     """One case, interleaved: returns {"base": Benchmark, "new": Benchmark}.
 
     ``call`` runs ``runner.bench_time_func`` for this case with the

@@ -403,8 +403,7 @@ def _execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], parg
                         if base is None:
                             got = {"new": call()}
                         else:
-                            got = _interleave.measure(runner, key.name, metadata, base,
-                                                      new_program, call)
+                            got = _interleave.measure(runner, base, new_program, call)
                 finally:
                     in_pyperf[0] = False
             except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:
