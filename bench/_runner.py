@@ -50,7 +50,7 @@ PROG = "fastsock-bench run"
 
 # pyperf settings of each preset: processes, values, warmups, and either a
 # minimum time per value (s) or fixed loops.  A worker process costs about
-# 0.3 s to start here, so the default's budget (<= 10 min for 144 cases on
+# 0.3 s to start here, so the default's budget (<= 10 min for 150 cases on
 # 2 cores) goes to processes, not long values: 8 processes per case (the
 # unit compare tests on) x 3 values of >= 20 ms.  --quick fixes the loops,
 # which skips pyperf's calibration process: a smoke run, not a measurement.

@@ -109,7 +109,16 @@ picks a port again, its SYN meets the listener side's TIME_WAIT, which
 TCP timestamps (RFC 6191, on by default) let the new connection take over:
 TIME_WAIT entries stay bounded by the ports in use, about half the
 ephemeral range per listener (``connect`` takes even ports).  Nothing
-here changes a system setting.
+here changes a system setting.  Measured on Linux 6.18 (tcp_tw_reuse=2,
+range 32768-60999): 100,000 connections of a plain Python loop ran at
+28,000/s with the accepted side closing first and left 14,114 TIME_WAIT
+entries, at 15,600/s with the client first (30,000 entries, its port
+search slowed by them).  Listeners of successive processes add up to
+``tcp_max_tw_buckets`` (131,072 there; a default run reaches it); beyond,
+the kernel keeps no TIME_WAIT for new closes (an informational log line),
+which did not change the CPU time per connection (within 2%).  An
+abortive close (SO_LINGER 0, an RST) would avoid TIME_WAIT altogether,
+but it measures an abort, not a close, and costs one more call.
 
 Integrity (tests, off when measuring): with ``pattern`` the sender's byte at
 stream offset ``i`` is ``i % PATTERN_PERIOD``; datagram byte ``j`` is
