@@ -6,6 +6,7 @@ One renderer per format, fed by :mod:`bench._compare`'s results, so the
 three outputs cannot disagree on a number.  Ratios are always time ratios
 new/base (below 1 is faster), whatever the scenario, and beside them the
 change a person reads in the case's own unit (-9.1% MB/s, +10.0% RTT,
+-9.1% conn/s,
 :func:`bench._units.fmt_change`).  The terminal table is colour-coded only
 when asked (the CLI asks when stdout is a terminal and NO_COLOR is unset);
 the Markdown puts the verdict and the flagged cases first, for a pull
@@ -102,7 +103,7 @@ def _legend(cmp: Comparison) -> list[str]:
     s = cmp.settings
     t = f"{100 * s.threshold:g}%"
     return [
-        "time ratio = new/base time per message or round trip (below 1 is faster), "
+        "time ratio = new/base time per message, round trip or connection (below 1 is faster), "
         "95% CI over worker processes (one median each)",
         f"verdict: slower/faster = p adjusted ({_CORRECTION_NAMES[s.correction.value]}) "
         f"< {s.alpha:g} and ratio beyond ±{t}; same = whole CI within ±{t}",
@@ -284,7 +285,7 @@ def render_comparison(cmp: Comparison, fmt: str, colour: bool = False) -> str:
 # -- speedup --
 
 SPEEDUP_HEADER = ("case", "procs py/cy", "python", "cython", "speedup [95% CI]")
-_SPEEDUP_LEGEND = ("speedup = python time / cython time per message or round trip "
+_SPEEDUP_LEGEND = ("speedup = python time / cython time per message, round trip or connection "
                    "(above 1: the compiled loop is faster), 95% CI over worker processes")
 
 

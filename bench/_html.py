@@ -58,8 +58,11 @@ FIGURE_CAPTIONS = {
     "rtt": "Ping-pong round-trip time: p50, with p99 as the bar or band's top.",
     "speedup_stream": "Speedup of the compiled loops over pure Python, stream.",
     "speedup_pingpong": "Speedup of the compiled loops over pure Python, ping-pong.",
+    "connect": "Connections set up and torn down per second (connect + accept + close, "
+               "both ends in the measured process), with the compiled/Python speedup.",
 }
-SCENARIO_TITLES = {"stream": "Stream throughput", "pingpong": "Ping-pong RTT"}
+SCENARIO_TITLES = {"stream": "Stream throughput", "pingpong": "Ping-pong RTT",
+                   "connect": "Connections (connect + accept + close)"}
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;
@@ -129,7 +132,8 @@ def render_html(report: Report, base: Report | None = None,
     shown = [(n, f) for n, f in figures.items() if n != "compare"]
     if shown:
         sections.append(("figures", "Figures", "".join(_figure(n, f) for n, f in shown)))
-    scenarios = _plot.ordered((c.key.scenario for c in report.cases), ("stream", "pingpong"))
+    scenarios = _plot.ordered((c.key.scenario for c in report.cases),
+                              ("stream", "pingpong", "connect"))
     for scenario in scenarios:
         sections.append((f"summary-{scenario}",
                          f"Summary: {SCENARIO_TITLES.get(scenario, scenario)}",
@@ -158,7 +162,7 @@ def _glance_table(report: Report) -> str:
     transports = _plot.ordered((c.key.transport for c in report.cases), _plot.TRANSPORT_ORDER)
     impls = _plot.ordered((c.key.impl for c in report.cases), _plot.IMPL_ORDER)
     cols = [("peak throughput", "stream"), ("rate at smallest size", "stream"),
-            ("lowest RTT p50", "pingpong")]
+            ("lowest RTT p50", "pingpong"), ("connections", "connect")]
     cols = [(h, sc) for h, sc in cols if any(c.key.scenario == sc for c in report.cases)]
     if not cols:
         return ""
@@ -196,6 +200,10 @@ def _glance_cell(header: str, cases: list[Case]) -> str:
         smallest = min(c.key.size for c in cases)
         best = min((c for c in cases if c.key.size == smallest), key=_plot.case_seconds)
         value = _units.fmt_rate(_units.msg_rate(_plot.case_seconds(best)))
+    elif header == "connections":
+        best = min(cases, key=_plot.case_seconds)
+        value = _units.fmt_conn_rate(_units.msg_rate(_plot.case_seconds(best)))
+        return f"{e(value)} <span class=\"where\">({e(best.key.mode)})</span>"
     else:
         def p50(c: Case) -> float:
             v = c.run_mean("rtt_p50")
@@ -226,7 +234,9 @@ def _fingerprint_table(report: Report, base: Report | None) -> str:
             cls = "" if bval == fp.get(k, "—") else " class=\"inconclusive\""
             row += f"<td{cls}>{e(bval)}</td>"
         rows.append(row + "</tr>")
-    peers = sorted({str(c.metadata.get("peer_impl", "?")) for c in report.cases})
+    # connect cases have no peer: they play both ends
+    peers = sorted({str(c.metadata["peer_impl"]) for c in report.cases
+                    if "peer_impl" in c.metadata}) or ["— (no peer)"]
     rows.append(f"<tr><th>peer implementation</th><td>{e(', '.join(peers))}</td>"
                 + ("<td></td>" if base is not None else "") + "</tr>")
     nproc = sorted({len(c.process_values) for c in report.cases})
@@ -253,6 +263,8 @@ def _summary_table(report: Report, scenario: str) -> str:
         per_impl = ["RTT mean", "RTT p50", "RTT p99", "CPU / round trip"]
     elif scenario == "stream":
         per_impl = ["throughput", "rate", "CPU / message"]
+    elif scenario == "connect":
+        per_impl = ["connections/s", "time / connection", "CPU / connection"]
     else:
         per_impl = ["time", "rate", "CPU / operation"]
     if has_loss:
@@ -271,7 +283,7 @@ def _summary_table(report: Report, scenario: str) -> str:
                                  t[2], t[3]))
     for transport, mode, size, batch in seen:
         cells = [f"<td>{e(mode)}</td>",
-                 f"<td class=\"num\">{e(_units.fmt_size(size))}"
+                 f"<td class=\"num\">{e(_units.fmt_size(size) if scenario != 'connect' else '—')}"
                  f"{e(f' ×{batch}') if batch != 1 else ''}</td>"]
         compiled_key = None
         for impl in impls:
@@ -296,6 +308,10 @@ def _summary_table(report: Report, scenario: str) -> str:
                 "loss = 1 − delivered / sent.</p>\n")
     elif pingpong and has_loss:
         note = "<p class=\"note\">Loss: lost round trips / rounds (datagram transports).</p>\n"
+    if scenario == "connect":
+        note = ("<p class=\"note\">No payload (size —): each connection is made, accepted "
+                "and closed (the accepted end first) by the measured process itself; CPU "
+                "time counts both ends.</p>\n")
     return f"<table><thead>{head1}{head2}</thead>{body}</table>\n{note}"
 
 
@@ -311,6 +327,8 @@ def _case_cells(case: Case, scenario: str, has_loss: bool) -> list[str]:
     elif scenario == "stream":
         cells = [_units.fmt_mbps(_units.throughput_mbps(case.key.size, seconds)),
                  _units.fmt_rate(_units.msg_rate(seconds))]
+    elif scenario == "connect":
+        cells = [_units.fmt_conn_rate(_units.msg_rate(seconds)), _units.fmt_usec(seconds)]
     else:
         cells = [_units.fmt_usec(seconds), _units.fmt_rate(_units.msg_rate(seconds))]
     cells.append(_units.fmt_usec(cpu) if cpu is not None else "—")

@@ -17,6 +17,16 @@ Presets:
             datagrams), pingpong 64 B
 ``full``    every size: stream powers of 4 from 64 B to 1 MiB (datagrams up
             to the transport's maximum), pingpong 64 B to 64 KiB
+
+The ``connect`` scenario (connect + accept + close per iteration, both ends
+in the measured process) is the exception to the product: it carries no
+payload, so its cases have size 0 and ``--size`` does not apply to them;
+it runs over the connection transports only (tcp4, tcp6, unix-stream) and
+in the modes of ``fastsock.connect_accept`` (no spin); quick and default
+run it in blocking mode, full in each of its modes (an explicit ``--mode``
+picks them instead).  Asking for it explicitly (``--scenario connect``)
+together with an explicitly named mode or transport it does not have is
+an error; otherwise those are skipped for it, as a missing IPv6 is.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ from typing import Iterable, Sequence
 
 from bench._report import CaseKey
 
-SCENARIOS = ("stream", "pingpong")
+SCENARIOS = ("stream", "pingpong", "connect")
+# Scenarios with a peer at the other end (the others play both ends).
+PEER_SCENARIOS = ("stream", "pingpong")
 TRANSPORTS = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
 MODES = ("blocking", "timeout", "nonblocking", "spin")
 IMPLS = ("cython", "python")
@@ -36,6 +48,12 @@ DGRAM_TRANSPORTS = frozenset({"udp4", "udp6", "unix-dgram"})
 IPV6_TRANSPORTS = frozenset({"tcp6", "udp6"})
 
 MIN_SIZE = 1
+# The connect scenario: its transports, its modes (fastsock.connect_accept's),
+# the modes each preset runs, and the size of its cases (no payload).
+CONNECT_TRANSPORTS = ("tcp4", "tcp6", "unix-stream")
+CONNECT_MODES = ("blocking", "timeout", "nonblocking")
+CONNECT_PRESET_MODES = {"quick": ("blocking",), "default": ("blocking",), "full": CONNECT_MODES}
+CONNECT_SIZE = 0
 # Largest stream message the suite sends (bytes): 64 MiB keeps a worker's
 # buffers small while covering every size a user plausibly asks for.
 MAX_STREAM_SIZE = 64 * 1024 * 1024
@@ -119,12 +137,16 @@ def cases(
     max_dgram: dict[str, int],
     available: Iterable[str] = TRANSPORTS,
     explicit_transports: bool = False,
+    explicit_scenarios: bool = False,
+    explicit_modes: bool = False,
 ) -> list[CaseKey]:
     """Enumerate the selected cases.
 
     ``max_dgram``: the largest datagram of each datagram transport here.
     ``available``: transports this machine has (no IPv6: no tcp6/udp6);
     asking explicitly for a missing one is an error, the default drops it.
+    ``explicit_*``: the user named those (not the defaults, not ``all``):
+    see :func:`connect_cases`.
     """
     avail = set(available)
     transports = []
@@ -136,6 +158,11 @@ def cases(
         transports.append(t)
     out: list[CaseKey] = []
     for scenario in sel.scenarios:
+        if scenario == "connect":
+            out += connect_cases(sel, transports, explicit_scenario=explicit_scenarios,
+                                 explicit_modes=explicit_modes,
+                                 explicit_transports=explicit_transports)
+            continue
         for transport in transports:
             limit = max_dgram.get(transport, MAX_STREAM_SIZE)
             if sel.sizes is not None:
@@ -155,3 +182,25 @@ def cases(
     if not out:
         raise MatrixError("the selection names no case")
     return out
+
+
+def connect_cases(sel: Selection, transports: Sequence[str], *, explicit_scenario: bool,
+                  explicit_modes: bool, explicit_transports: bool) -> list[CaseKey]:
+    """The connect scenario's cases (size CONNECT_SIZE; ``sel.sizes`` does
+    not apply).  With ``--scenario`` naming it, a mode or transport named
+    explicitly that it does not have is an error, not a silent skip."""
+    if explicit_scenario:
+        for what, named, allowed in (("mode", sel.modes, CONNECT_MODES),
+                                     ("transport", sel.transports, CONNECT_TRANSPORTS)):
+            explicit = explicit_modes if what == "mode" else explicit_transports
+            bad = [x for x in named if x not in allowed]
+            if explicit and bad:
+                raise MatrixError(f"{what} {bad[0]} does not apply to scenario connect "
+                                  f"(its {what}s: {', '.join(allowed)})")
+    if explicit_modes:
+        modes = [m for m in sel.modes if m in CONNECT_MODES]
+    else:
+        modes = list(CONNECT_PRESET_MODES[sel.preset])
+    return [CaseKey("connect", t, m, CONNECT_SIZE, impl)
+            for t in transports if t in CONNECT_TRANSPORTS
+            for m in modes for impl in sel.impls]

@@ -21,6 +21,12 @@ process's median (the worker process is the unit of analysis, DESIGN.md);
 RTT percentiles and CPU time are means over processes of the per-process
 figures the runner records.  Units come from :mod:`bench._units`.
 
+The connect scenario has no size axis: its figure is bars of connections
+per second, grouped by transport, a bar per mode (colour) and impl
+(compiled filled, Python hatched), with the range of the worker
+processes' figures as a whisker and the speedup over each pair.  No
+connect speedup heatmap: the bars carry it.
+
 Known limits: throughput lines carry no error bars (process-to-process
 spread is a few percent, invisible on log-log axes; the compare figure is
 where uncertainty is shown); the compare figure shows at most
@@ -465,6 +471,68 @@ def _points(ax: Any, cases: list[Case], modes: Sequence[str], impls: Sequence[st
     ax.set_xlabel("mode")
 
 
+def connect_figure(report: Report) -> Figure | None:
+    """(e) Connections per second: bars grouped by transport, one per
+    (mode, impl), a whisker over the worker processes' range, the speedup
+    (Python time / compiled time) above each compiled/Python pair."""
+    cases = [c for c in report.cases if c.key.scenario == "connect"]
+    if not cases:
+        return None
+    groups = _by_transport(cases)
+    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
+    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    slots = [(m, i) for m in modes for i in impls]
+    width = 0.8 / len(slots)
+    sp = speedups(report, "connect")
+    fig = Figure(figsize=(max(9.0, 1.2 + len(groups) * (0.9 + 0.45 * len(slots))), 5.2),
+                 layout="constrained")
+    ax = fig.subplots()
+    top = 0.0
+    for g, (transport, tcases) in enumerate(groups.items()):
+        by = {(c.key.mode, c.key.impl): c for c in tcases}
+        for j, (mode, impl) in enumerate(slots):
+            case = by.get((mode, impl))
+            if case is None:
+                continue
+            x = g + (j - (len(slots) - 1) / 2) * width
+            rate = _units.msg_rate(case_seconds(case)) / 1e3
+            procs = [_units.msg_rate(v) / 1e3 for v in case.process_medians()]
+            colour = mode_colour(mode)
+            compiled = impl == COMPILED
+            ax.bar([x], [rate], width=width * 0.92, color=colour if compiled else "white",
+                   edgecolor=colour, hatch=None if compiled else "///", lw=1.2, zorder=2)
+            ax.errorbar([x], [rate], yerr=[[rate - min(procs)], [max(procs) - rate]],
+                        fmt="none", ecolor="0.15", elinewidth=1, capsize=2.5, zorder=3)
+            ax.annotate(f"{rate:,.1f}", (x, max(procs)), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                        rotation=90 if len(slots) > 4 else 0)
+            top = max(top, max(procs))
+            if compiled and case.key in sp:
+                pair = [j2 for j2, s2 in enumerate(slots) if s2[0] == mode]
+                centre = g + ((pair[0] + pair[-1]) / 2 - (len(slots) - 1) / 2) * width
+                ax.annotate(f"{_units.fmt_ratio(sp[case.key])}", (centre, 0), xytext=(0, -4),
+                            textcoords="offset points", ha="center", va="top", fontsize=8,
+                            color="0.2", annotation_clip=False)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.tick_params(axis="x", pad=16)  # room for the speedups under the bars
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylim(0, top * 1.18)
+    ax.set_ylabel("connections per second (thousands)")
+    ax.grid(True, axis="y", alpha=0.3)
+    _title(fig, "Connections set up and torn down per second (connect + accept + close, "
+                "both ends in one process)\nbars: median over worker processes; whisker: "
+                "their range; under each pair: speedup (Python time / compiled time)",
+           report, [])
+    handles: list[Any] = [Patch(color="none", label="colour = mode:")]
+    handles += [Patch(color=mode_colour(m), label=m) for m in modes]
+    handles.append(Patch(color="none", label="fill = impl:"))
+    handles += [Patch(facecolor="0.35" if i == COMPILED else "white", edgecolor="0.35",
+                      hatch=None if i == COMPILED else "///", label=i) for i in impls]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False,
+               fontsize=9)
+    return fig
+
+
 def speedup_figure(report: Report, scenario: str) -> Figure | None:
     """(c) Compiled/Python speedup heatmap: rows transport, columns size, a
     panel per mode, cells annotated.  Measured at one size (ping-pong in the
@@ -582,6 +650,7 @@ def figures(report: Report, base: Report | None = None,
         ("rtt", lambda: rtt_figure(report)),
         ("speedup_stream", lambda: speedup_figure(report, "stream")),
         ("speedup_pingpong", lambda: speedup_figure(report, "pingpong")),
+        ("connect", lambda: connect_figure(report)),
     ]
     if base is not None:
         builders.insert(0, ("compare", lambda: compare_figure(report, base, comparison)))

@@ -191,7 +191,8 @@ def _short(value: object, n: int = 60) -> str:
 def check_request(req: dict[str, Any], max_size: int) -> dict[str, Any]:
     """Validate a request (before anything is allocated for it); returns it.
     Raises ProtocolError naming the first thing wrong."""
-    from bench._matrix import MODES, SCENARIOS
+    from bench._matrix import MODES
+    from bench._matrix import PEER_SCENARIOS as SCENARIOS  # a server is a peer
     from fastsock import UDP4_MAX, UDP6_MAX
 
     if "fastsock" not in req:

@@ -17,13 +17,15 @@ key                type   meaning
 =================  =====  ==================================================
 name               str    ``scenario/transport/mode/size/impl``
 unit               str    ``second`` (pyperf's value, lower is better)
-scenario           str    ``stream`` (throughput) or ``pingpong`` (RTT)
+scenario           str    ``stream`` (throughput), ``pingpong`` (RTT) or
+                          ``connect`` (connections set up and torn down)
 transport          str    tcp4 tcp6 udp4 udp6 unix-stream unix-dgram
 mode               str    blocking timeout nonblocking spin
-size               int    message / datagram payload, bytes
+size               int    message / datagram payload, bytes (connect: 0)
 impl               str    measured side: ``cython`` or ``python``
 batch              int    datagrams per syscall (1 when absent: schema 1)
-peer_impl          str    the peer's implementation
+peer_impl          str    the peer's implementation (absent for connect,
+                          which plays both ends itself)
 fastsock_schema    int    this schema's version
 fastsock_version   str    fastsock's version
 fastsock_commit    str    git commit of the measured tree ("unknown" if none)
@@ -40,14 +42,15 @@ interleaved_side   str    ``base`` or ``new`` in such a run
 
 pyperf's value: seconds per message (stream), seconds per round trip
 (pingpong), elapsed / *delivered* datagrams (datagram stream: never the send
-rate).  Derived when shown: MB/s = size / value / 1e6, msg/s = 1 / value.
+rate), seconds per connection (connect).  Derived when shown: MB/s = size /
+value / 1e6, msg/s = 1 / value, conn/s = 1 / value.
 
 Run metadata (one pyperf run = one worker process; calibration runs have
 no values and are ignored):
 
 =============  =====  =====================================================
-cpu_per_msg    float  measured side's CPU time (user + system) per message
-                      or round trip, seconds
+cpu_per_msg    float  measured side's CPU time (user + system) per message,
+                      round trip or connection (connect: both ends), seconds
 sent           int    datagrams sent (datagram stream)
 delivered      int    datagrams the peer received (datagram stream)
 loss           float  1 - delivered / sent (datagram stream); lost round

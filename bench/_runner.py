@@ -51,7 +51,7 @@ PROG = "fastsock-bench run"
 
 # pyperf settings of each preset: processes, values, warmups, and either a
 # minimum time per value (s) or fixed loops.  A worker process costs about
-# 0.3 s to start here, so the default's budget (<= 10 min for 144 cases on
+# 0.3 s to start here, so the default's budget (<= 10 min for 150 cases on
 # 2 cores) goes to processes, not long values: 8 processes per case (the
 # unit compare tests on) x 3 values of >= 20 ms.  --quick fixes the loops,
 # which skips pyperf's calibration process: a smoke run, not a measurement.
@@ -82,7 +82,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scenario", help=f"{','.join(M.SCENARIOS)} (default: all)")
     g.add_argument("--transport", help=f"{','.join(M.TRANSPORTS)} (default: all available)")
     g.add_argument("--mode", help=f"{','.join(M.MODES)} (default: all)")
-    g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes)")
+    g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes;"
+                   " connect cases carry no payload: size 0 always)")
     g.add_argument("--impl", help=f"{','.join(M.IMPLS)} (default: both)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
@@ -152,8 +153,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     # `--transport all` means every transport this machine has: only named
     # transports are "asked explicitly" (a missing one is then an error)
     explicit = bool(args.transport) and args.transport.strip() != "all"
+    sel = _connect_is_local(sel, args)
     cases = M.cases(sel, max_dgram=T.max_datagrams(), available=available,
-                    explicit_transports=explicit)
+                    explicit_transports=explicit,
+                    explicit_scenarios=_named(args.scenario), explicit_modes=_named(args.mode))
     forward: list[str] = []
     for flag in ("scenario", "transport", "mode", "size", "impl", "remote"):
         value = getattr(args, flag)
@@ -162,6 +165,23 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.preset != "default":
         forward.append(f"--{args.preset}")
     return Plan(sel, cases, forward)
+
+
+def _named(value: str | None) -> bool:
+    """A selection flag naming items, not left out or ``all``."""
+    return bool(value) and value.strip() != "all"  # type: ignore[union-attr]
+
+
+def _connect_is_local(sel: M.Selection, args: argparse.Namespace) -> M.Selection:
+    """connect plays both ends in the measured process: nothing to do with
+    a --remote server.  Asked for by name, an error; otherwise skipped."""
+    if not getattr(args, "remote", None) or "connect" not in sel.scenarios:
+        return sel
+    if _named(args.scenario):
+        raise M.MatrixError("connect cases run on one host only: not with --remote")
+    from dataclasses import replace
+
+    return replace(sel, scenarios=tuple(s for s in sel.scenarios if s != "connect"))
 
 
 def case_metadata(key: CaseKey) -> dict[str, Any]:

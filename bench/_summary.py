@@ -22,10 +22,11 @@ def _median(case: Case) -> float:
     return statistics.median(case.process_medians())
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
+    """Aligned columns: the first ``left`` (names) left, the figures right."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
@@ -75,7 +76,30 @@ def render_report(report: Report) -> str:
                        "CPU µs/rt", "loss", "speedup"]
             title = "pingpong round-trip time (mean; p99 over round trips)"
         parts.append(f"{title}\n{_table(headers, rows)}")
+    connect = _connect_table(report, sp)
+    if connect:
+        parts.append(connect)
     return "\n\n".join(parts)
+
+
+def _connect_table(report: Report, sp: dict[Any, float]) -> str:
+    """Connections per second: no size column (no payload)."""
+    rows = []
+    for c in report.cases:
+        k = c.key
+        if k.scenario != "connect":
+            continue
+        t = _median(c)
+        cpu = c.run_mean("cpu_per_msg")
+        rows.append([k.transport, k.mode, k.impl, f"{msg_rate(t):,.0f}", f"{t * 1e6:.2f}",
+                     f"{cpu * 1e6:.2f}" if cpu is not None else "-",
+                     f"{sp[k]:.2f}x" if k in sp else ""])
+    if not rows:
+        return ""
+    headers = ["transport", "mode", "impl", "conn/s", "µs/conn", "CPU µs/conn", "speedup"]
+    title = ("connect: connections set up and torn down per second "
+             "(connect + accept + close, both ends in one process)")
+    return f"{title}\n{_table(headers, rows, left=3)}"
 
 
 def write_html_beside(path: str, report: Report) -> str:

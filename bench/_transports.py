@@ -13,6 +13,12 @@ Unix socket files are unlinked, and their directory removed, as soon as the
 connection exists: a connected Unix socket does not need its path, so a
 crash later leaves no file behind.
 
+The connect scenario needs a listener instead of a pair
+(:class:`Listener`): it lives for the whole case, since every iteration
+connects to it, so a Unix listener keeps its path (in a private temporary
+directory) until ``close()`` removes both.  A worker killed outright
+(SIGKILL) leaves that directory behind; every other way out closes it.
+
 Limits: loopback only (127.0.0.1, ::1); the cross-host peer is ``serve``.
 """
 
@@ -28,6 +34,10 @@ from fastsock import UDP4_MAX, UDP6_MAX
 
 # Bound on connect/accept during set-up (seconds).
 SETUP_TIMEOUT = 5.0
+# Accept queue of a connect case's listener (connections): the loop accepts
+# each connection before making the next, so 1 would do; a few more keep a
+# stray connection from elsewhere from stalling it.
+LISTEN_BACKLOG = 16
 # Largest Unix datagram the suite uses (bytes); the kernel's real bound is
 # the send buffer, probed by unix_dgram_max().
 UNIX_DGRAM_CAP = 65536
@@ -154,3 +164,35 @@ def make_pair(transport: str) -> tuple[socket.socket, socket.socket]:
     for s in pair:
         s.settimeout(None)
     return pair
+
+
+class Listener:
+    """A listening socket on this machine for the connect scenario (tcp4,
+    tcp6, unix-stream); ``close()`` also removes a Unix path and its
+    private directory.  Blocking, no timeout: the loop sets its mode."""
+
+    def __init__(self, transport: str) -> None:
+        self._dir: str | None = None
+        if transport in ("tcp4", "tcp6"):
+            family, host = ((socket.AF_INET, "127.0.0.1") if transport == "tcp4"
+                            else (socket.AF_INET6, "::1"))
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            where: object = (host, 0)
+        elif transport == "unix-stream":
+            self._dir = tempfile.mkdtemp(prefix="fastsock-")
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            where = os.path.join(self._dir, "listen.sock")
+        else:
+            raise ValueError(f"transport {transport!r} has no connections")
+        try:
+            self.sock.bind(where)
+            self.sock.listen(LISTEN_BACKLOG)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None

@@ -1,7 +1,7 @@
 """Human units for what pyperf stores in seconds.
 
-Design note: pyperf's value is seconds per message (stream) or per round
-trip (pingpong), lower is better.  Everything shown to a person is derived
+Design note: pyperf's value is seconds per message (stream), per round
+trip (pingpong) or per connection (connect), lower is better.  Everything shown to a person is derived
 here, in one place, so the run summary, compare, plots and the HTML report
 print the same figure the same way.  MB = 10**6 bytes (as iperf3 -f M is
 not: it uses 2**20; we say MB and mean 10**6).
@@ -46,6 +46,11 @@ def fmt_rate(value: float) -> str:
     return f"{value:.0f} msg/s"
 
 
+def fmt_conn_rate(value: float) -> str:
+    """Connections per second (connect: each one set up and torn down)."""
+    return fmt_rate(value).replace("msg/s", "conn/s")
+
+
 def fmt_usec(seconds: float) -> str:
     us = seconds * 1e6
     if us >= 1000:
@@ -58,7 +63,7 @@ def fmt_value(scenario: str, size: int, seconds: float) -> str:
     if scenario == "pingpong":
         return f"RTT {fmt_usec(seconds)}"
     if scenario == "connect":
-        return f"{fmt_rate(1 / seconds).replace('msg/s', 'conn/s')}"
+        return fmt_conn_rate(1 / seconds)
     return f"{fmt_mbps(throughput_mbps(size, seconds))} ({fmt_rate(1 / seconds)})"
 
 
@@ -81,7 +86,7 @@ def fmt_figure(scenario: str, size: int, seconds: float) -> str:
     if scenario == "pingpong":
         return fmt_usec(seconds)
     if scenario == "connect":
-        return fmt_rate(1 / seconds).replace("msg/s", "conn/s")
+        return fmt_conn_rate(1 / seconds)
     return fmt_mbps(throughput_mbps(size, seconds))
 
 

@@ -17,7 +17,11 @@ throughput, the peer's confirmation that it received everything:
   ``elapsed * loops / delivered``, so pyperf's value is seconds per
   *delivered* datagram, never the send rate;
 * pingpong: ``*_pingpong`` with per-round-trip samples (both twins pay for
-  sampling alike).
+  sampling alike);
+* connect: no peer and no pair: a listener (:class:`bench._transports.Listener`)
+  made at set-up, and ``connect_accept(listener, loops)`` timed, which
+  plays both ends of every connection, so pyperf's value is seconds per
+  connection and ``cpu_per_msg`` CPU time per connection (both ends').
 
 What a run measures beside time (CPU time per message, loss, RTT
 percentiles) is collected by :class:`StatsHook`, a pyperf hook whose
@@ -49,7 +53,7 @@ import fastsock
 
 from bench._peer import Peer, PeerError, choose_cpus
 from bench._report import CaseKey
-from bench._transports import make_pair
+from bench._transports import Listener, make_pair
 
 # Bound on any single wait of the measured side (seconds): a dead or
 # stalled peer becomes an error within this.
@@ -141,6 +145,7 @@ class Case:
         self.tcp = key.transport in ("tcp4", "tcp6")
         self.sock: socket.socket | None = None
         self.peer: Peer | None = None
+        self.listener: Listener | None = None  # connect: the socket is its listener
         self.meta: dict[str, Any] = {}
 
     # ------------------------------------------------------------ set-up
@@ -150,6 +155,9 @@ class Case:
             raise CaseFailed("the compiled extension is not built: cannot run cython cases")
         if self.remote:
             self._setup_remote()
+            return
+        if key.scenario == "connect":
+            self._setup_connect()
             return
         mine, theirs = make_pair(key.transport)
         try:
@@ -177,6 +185,16 @@ class Case:
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         _CASE_META.update(self.meta)
 
+    def _setup_connect(self) -> None:
+        """A listener only: the loop is both ends, there is no peer (the
+        report has no peer_impl for these cases)."""
+        worker_cpus, _ = choose_cpus()
+        if worker_cpus:  # where the other scenarios' measured side runs
+            os.sched_setaffinity(0, worker_cpus)
+        self.listener = Listener(self.key.transport)
+        self.sock = self.listener.sock
+        atexit.register(self.close)
+
     def _setup_remote(self) -> None:
         """The peer is `fastsock-bench serve` on another host: no local
         pair, no fork, no CPU placement (the server places its own)."""
@@ -196,6 +214,9 @@ class Case:
         _CASE_META.update(self.meta)
 
     def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()  # and its Unix path
+            self.listener = self.sock = None
         if self.sock is not None:
             if self.dgram and self.key.scenario == "pingpong":
                 try:  # an empty datagram ends the peer's echo at once; the
@@ -235,6 +256,8 @@ class Case:
         try:
             if self.key.scenario == "pingpong":
                 return self._pingpong(loops)
+            if self.key.scenario == "connect":
+                return self._connect(loops)
             if self.dgram:
                 return self._dgram_stream(loops)
             return self._stream(loops)
@@ -364,4 +387,14 @@ class Case:
                 _ACTIVE.rounds += loops
                 _ACTIVE.lost += lost
             _ACTIVE.samples.append(samples[:done])
+        return t1 - t0
+
+    def _connect(self, loops: int) -> float:
+        sock = self.sock
+        assert sock is not None
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        self.loops.connect_accept(sock, loops, self.key.mode, CASE_TIMEOUT)
+        t1 = time.perf_counter()
+        self._record_cpu(time.process_time() - c0, loops)
         return t1 - t0

@@ -1,4 +1,4 @@
-"""fastsock: send/recv loops over sockets, compiled (Cython) and pure Python.
+"""fastsock: socket loops (send/recv, connect/accept), compiled (Cython) and pure Python.
 
 ``fastsock`` holds only what is measured.  Importing it picks the compiled
 loops (``fastsock._loops``) or, when ``FASTSOCK_PUREPYTHON=1`` is set or the
@@ -36,6 +36,7 @@ LOOP_NAMES = (
     "dgram_recv",
     "dgram_echo",
     "dgram_pingpong",
+    "connect_accept",
 )
 
 stream_send = _impl.stream_send
@@ -46,6 +47,7 @@ dgram_send = _impl.dgram_send
 dgram_recv = _impl.dgram_recv
 dgram_echo = _impl.dgram_echo
 dgram_pingpong = _impl.dgram_pingpong
+connect_accept = _impl.connect_accept
 
 
 def implementations() -> dict[str, object]:

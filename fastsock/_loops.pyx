@@ -29,6 +29,17 @@ is taken back.  Signals run on EINTR (PEP 475) and after every message,
 which is what the twin's eval loop does between bytecodes: Ctrl-C stops a
 loop that never blocks, too.
 
+``connect_accept`` makes, per connection, the calls CPython's socket module
+makes for the twin's ``socket()``, ``connect``, ``accept()`` and
+``close()`` in each mode (listed in ``fastsock._common``), including those
+that only CPython needs: the ``getsockname`` with which ``socket(fileno=)``
+checks an accepted fd, and in ``timeout`` mode the ``ioctl`` that makes the
+accepted socket blocking again.  The GIL is released around the calls that
+can wait or take the kernel's time (``socket``, ``connect``, ``accept4``,
+``poll``, ``close``), not around ``setsockopt``/``ioctl``/``getsockname``.
+The two fds of a connection live in one array that every exit path
+closes, so an error or a KeyboardInterrupt leaks nothing.
+
 Limits: no sendmmsg/recvmmsg batching yet.  In ``blocking`` mode the only
 bound is SO_RCVTIMEO per call, so a ``dgram_pingpong`` round that drops a
 stale reply can wait up to one more timeout; the other modes bound the
@@ -42,19 +53,28 @@ from fastsock.includes.system cimport (
     CLOCK_MONOTONIC, EAGAIN, EINTR, EWOULDBLOCK, POLLIN, POLLOUT,
     clock_gettime, errno, poll, pollfd, recv, send, strerror, timespec,
 )
+from fastsock.includes.system cimport (
+    ECONNRESET, EINPROGRESS, FIONBIO, POLLERR, SO_ERROR, SO_SNDTIMEO, SOCK_CLOEXEC,
+    SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, accept4, close, connect, getsockname,
+    getsockopt, ioctl, setsockopt, sockaddr, sockaddr_storage, socket, socklen_t,
+)
 
 from fastsock._common import (
     DEFAULT_TIMEOUT,
     MODES,
     PATTERN_PERIOD,
     SPIN_CHECK,
+    _timeval,
+    check_connect_mode,
     check_dgram,
+    check_listener,
     check_mode,
     check_samples,
     check_stream,
     check_timeout,
     check_total,
     configure,
+    not_accepted,
     pattern_buffer,
     pattern_error,
     peer_closed,
@@ -560,3 +580,167 @@ def dgram_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT,
                 break
         PyErr_CheckSignals()
     return completed, lost
+
+
+# ------------------------------------------------------------ connections
+
+
+cdef int _close_pair(int* fds, bint check) except -1:
+    """Close the accepted socket (fds[1]), then the client (fds[0]): the
+    order the design note of fastsock._common explains.  With check, an
+    error other than ECONNRESET (which CPython ignores too) is raised."""
+    cdef int e_acc = 0
+    cdef int e_cli = 0
+    with nogil:
+        if fds[1] >= 0 and close(fds[1]) < 0:
+            e_acc = errno
+        if fds[0] >= 0 and close(fds[0]) < 0:
+            e_cli = errno
+    fds[0] = -1
+    fds[1] = -1
+    if check:
+        # EINTR: Linux has closed the fd anyway
+        if e_acc != 0 and e_acc != ECONNRESET and e_acc != EINTR:
+            raise _os_error(e_acc)
+        if e_cli != 0 and e_cli != ECONNRESET and e_cli != EINTR:
+            raise _os_error(e_cli)
+    return 0
+
+
+cdef int _connect_one(int lfd, int family, int kind, int m, const sockaddr* addr,
+                      socklen_t alen, const char* tv, socklen_t tvlen, int64_t tns,
+                      bint verify, long long i, int* fds) except -1:
+    """One connection: fds[0] = the client, fds[1] = the accepted socket;
+    the caller closes both, whatever happens here."""
+    cdef int fd, r
+    cdef int err = 0
+    cdef int soerr = 0
+    cdef int on = 1
+    cdef int off = 0
+    cdef socklen_t optlen
+    cdef sockaddr_storage name
+    cdef socklen_t namelen
+    cdef int64_t deadline, rest
+    cdef unsigned char want, got
+    cdef Py_ssize_t n
+
+    with nogil:
+        fd = socket(family, kind, 0)
+        if fd < 0:
+            err = errno
+    if fd < 0:
+        raise _os_error(err)
+    fds[0] = fd
+    if m == BLOCKING:
+        if setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, tv, tvlen) < 0:  # bounds connect
+            raise _os_error(errno)
+    elif m == TIMEOUT:
+        if ioctl(fd, FIONBIO, &on) < 0:  # what settimeout() does
+            raise _os_error(errno)
+
+    with nogil:
+        r = connect(fd, addr, alen)
+        if r < 0:
+            err = errno
+    if r < 0:
+        if m == BLOCKING and (err == EINPROGRESS or _again(err)):
+            raise timed_out()  # SO_SNDTIMEO passed (TCP: EINPROGRESS, Unix: EAGAIN)
+        if err == EINTR:
+            # CPython: the connection goes on; wait for it as below
+            PyErr_CheckSignals()
+        elif err != EINPROGRESS:
+            raise _os_error(err)  # Unix, full backlog, not blocking: EAGAIN
+        # the twin's own poll asks POLLOUT; CPython's (timeout mode, or
+        # after EINTR) adds POLLERR
+        if not _wait(fd, POLLOUT if m == NONBLOCKING else POLLOUT | POLLERR,
+                     _now_ns() + tns, tns):
+            raise timed_out()
+        optlen = sizeof(soerr)
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &optlen) < 0:
+            raise _os_error(errno)
+        if soerr != 0:
+            raise _os_error(soerr)
+
+    deadline = _now_ns() + tns
+    while True:
+        if m == TIMEOUT:  # CPython polls before every try
+            rest = deadline - _now_ns()
+            if rest < 0 or not _wait(lfd, POLLIN, deadline, rest):
+                raise timed_out()
+        namelen = sizeof(name)
+        with nogil:
+            r = accept4(lfd, <sockaddr*>&name, &namelen, SOCK_CLOEXEC)
+            if r < 0:
+                err = errno
+        if r >= 0:
+            break
+        if err == EINTR:
+            PyErr_CheckSignals()
+            continue
+        if not _again(err):
+            raise _os_error(err)
+        if m == BLOCKING:
+            raise timed_out()  # SO_RCVTIMEO passed
+        if m == NONBLOCKING and not _wait(lfd, POLLIN, _now_ns() + tns, tns):
+            raise timed_out()
+        # TIMEOUT: ready was a false positive; poll again within the deadline
+    fds[1] = r
+    # socket.accept() wraps the fd with socket(fileno=fd), which checks it
+    namelen = sizeof(name)
+    if getsockname(r, <sockaddr*>&name, &namelen) < 0:
+        raise _os_error(errno)
+    if m == TIMEOUT:
+        # socket.accept(): a listener with a timeout gives a blocking socket
+        if ioctl(r, FIONBIO, &off) < 0:
+            raise _os_error(errno)
+
+    if verify:
+        want = <unsigned char>(i & 0xFF)
+        if _call(fds[0], SEND, <char*>&want, 1, &err) < 0:
+            raise _os_error(err)
+        if not _wait(fds[1], POLLIN, _now_ns() + tns, tns):
+            raise timed_out()
+        n = _call(fds[1], RECV, <char*>&got, 1, &err)
+        if n < 0:
+            raise _os_error(err)
+        if n == 0:
+            raise not_accepted(i, -1, want)
+        if got != want:
+            raise not_accepted(i, got, want)
+    return 0
+
+
+def connect_accept(listener, count, mode, timeout=DEFAULT_TIMEOUT, verify=False):
+    """count times: connect to the listener, accept, close both; returns count."""
+    cdef int lfd = check_listener(listener, count)
+    cdef int m = check_connect_mode(mode)
+    cdef double t = check_timeout(timeout)
+    configure(listener, mode, t)
+    cdef int64_t tns = _ns(t)
+    cdef bint ver = verify
+    cdef int family = listener.family
+    cdef int kind = SOCK_STREAM | SOCK_CLOEXEC
+    if m == NONBLOCKING:
+        kind |= SOCK_NONBLOCK
+    tv = _timeval(t)  # the twin's SO_SNDTIMEO bytes
+    cdef const char* tvp = tv
+    cdef socklen_t tvlen = len(tv)
+    cdef sockaddr_storage addr
+    cdef socklen_t alen = sizeof(addr)
+    if getsockname(lfd, <sockaddr*>&addr, &alen) < 0:
+        raise _os_error(errno)
+    cdef long long n = count
+    cdef long long i
+    cdef int fds[2]
+    fds[0] = -1
+    fds[1] = -1
+    for i in range(n):
+        try:
+            _connect_one(lfd, family, kind, m, <sockaddr*>&addr, alen, tvp, tvlen, tns,
+                         ver, i, fds)
+        except BaseException:
+            _close_pair(fds, False)
+            raise
+        _close_pair(fds, True)
+        PyErr_CheckSignals()
+    return count

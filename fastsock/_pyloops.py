@@ -21,12 +21,23 @@ Two shapes of loop cover the four modes:
 Signals: CPython retries EINTR itself after running handlers (PEP 475), and
 the eval loop runs them between bytecodes, so Ctrl-C interrupts a spin loop.
 
+``connect_accept`` plays both ends of each connection with the socket
+module's own calls: ``socket.socket()``, ``connect`` (``connect_ex`` and a
+``poll`` in ``nonblocking`` mode), ``listener.accept()`` and ``close()``,
+the accepted socket first; the socket objects are what a Python program
+pays for, so they are made here too.  Every socket is closed on every way
+out, except one window that is CPython's: ``socket.accept()`` runs signal
+handlers when ``_accept()`` returns, before the new fd has an owner, so a
+Ctrl-C landing there loses that fd (the compiled loop has no such window).
+
 Limits: no batching (``sendmmsg``/``recvmmsg``): the standard library has
 no such call.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import select
 import socket
 import time
@@ -36,13 +47,17 @@ from fastsock._common import (
     DEFAULT_TIMEOUT,
     PATTERN_PERIOD,
     SPIN_CHECK,
+    _timeval,
+    check_connect_mode,
     check_dgram,
+    check_listener,
     check_mode,
     check_samples,
     check_stream,
     check_timeout,
     check_total,
     configure,
+    not_accepted,
     pattern_buffer,
     pattern_error,
     peer_closed,
@@ -573,3 +588,101 @@ def dgram_pingpong(
                     raise _first_mismatch(rbuf[:n], msg[:n], i * size)
                 break
     return completed, lost
+
+
+# ----------------------------------------------------------- connections
+
+
+def _verify_pair(client: socket.socket, accepted: socket.socket, i: int, tms: int) -> None:
+    want = i & 0xFF
+    client.send(bytes((want,)))
+    if not _poller(accepted, _POLLIN)(tms):
+        raise timed_out()
+    got = accepted.recv(1)
+    if got != bytes((want,)):
+        raise not_accepted(i, got[0] if got else -1, want)
+
+
+def connect_accept(
+    listener: socket.socket, count: int, mode: str,
+    timeout: float = DEFAULT_TIMEOUT, verify: bool = False,
+) -> int:
+    check_listener(listener, count)
+    check_connect_mode(mode)
+    mode, timeout, tms = _setup(listener, mode, timeout)
+    addr = listener.getsockname()
+    family, kind = listener.family, listener.type
+    new_socket = socket.socket
+    accept = listener.accept
+    if mode == "blocking":
+        sol, sndtimeo, tv = socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout)
+        try:
+            for i in range(count):
+                client = new_socket(family, kind)
+                try:
+                    client.setsockopt(sol, sndtimeo, tv)  # bounds connect
+                    client.connect(addr)
+                    conn, _ = accept()
+                    try:
+                        if verify:
+                            _verify_pair(client, conn, i, tms)
+                    finally:
+                        conn.close()
+                finally:
+                    client.close()
+        # SO_SNDTIMEO passed in connect (EINPROGRESS) or SO_RCVTIMEO in accept
+        except (BlockingIOError, TimeoutError):
+            raise timed_out() from None
+        return count
+    if mode == "timeout":
+        try:
+            for i in range(count):
+                client = new_socket(family, kind)
+                try:
+                    client.settimeout(timeout)
+                    client.connect(addr)
+                    conn, _ = accept()
+                    try:
+                        if verify:
+                            _verify_pair(client, conn, i, tms)
+                    finally:
+                        conn.close()
+                finally:
+                    client.close()
+        except TimeoutError:
+            raise timed_out() from None
+        return count
+    # nonblocking
+    kind |= socket.SOCK_NONBLOCK
+    sol, soerror = socket.SOL_SOCKET, socket.SO_ERROR
+    poll, einprogress = select.poll, errno.EINPROGRESS
+    lwait = _poller(listener, _POLLIN)
+    for i in range(count):
+        client = new_socket(family, kind)
+        try:
+            err = client.connect_ex(addr)
+            if err:
+                if err != einprogress:
+                    raise OSError(err, os.strerror(err))
+                p = poll()
+                p.register(client, _POLLOUT)
+                if not p.poll(tms):
+                    raise timed_out()
+                err = client.getsockopt(sol, soerror)
+                if err:
+                    raise OSError(err, os.strerror(err))
+            while True:
+                try:
+                    conn, _ = accept()
+                    break
+                except BlockingIOError:
+                    if not lwait(tms):
+                        raise timed_out() from None
+            try:
+                if verify:
+                    _verify_pair(client, conn, i, tms)
+            finally:
+                conn.close()
+        finally:
+            client.close()
+    return count

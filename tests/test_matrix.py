@@ -62,7 +62,8 @@ def test_every_name_follows_the_grammar_and_round_trips(preset: str) -> None:
         assert fields == [key.scenario, key.transport, key.mode, str(key.size), key.impl]
         assert parse_name(key.name) == key
         assert key.scenario in M.SCENARIOS and key.transport in M.TRANSPORTS
-        assert key.mode in M.MODES and key.impl in M.IMPLS and key.size >= 1
+        assert key.mode in M.MODES and key.impl in M.IMPLS
+        assert key.size >= 1 if key.scenario != "connect" else key.size == M.CONNECT_SIZE
         assert key.batch == 1
     assert len({k.name for k in cases}) == len(cases), "duplicate case names"
 
@@ -83,10 +84,12 @@ def test_metadata_carries_every_field_of_the_name() -> None:
 
 
 def test_the_matrix_is_the_full_product() -> None:
-    cases = all_cases("quick")
-    assert len(cases) == len(M.SCENARIOS) * len(M.TRANSPORTS) * len(M.MODES) * len(M.IMPLS)
+    """For the scenarios with a peer; connect has its own rules (below)."""
+    cases = [c for c in all_cases("quick") if c.scenario in M.PEER_SCENARIOS]
+    assert len(cases) == len(M.PEER_SCENARIOS) * len(M.TRANSPORTS) * len(M.MODES) * len(M.IMPLS)
     assert {(c.scenario, c.transport, c.mode, c.impl) for c in cases} == {
-        (s, t, m, i) for s in M.SCENARIOS for t in M.TRANSPORTS for m in M.MODES for i in M.IMPLS
+        (s, t, m, i) for s in M.PEER_SCENARIOS for t in M.TRANSPORTS for m in M.MODES
+        for i in M.IMPLS
     }
 
 
@@ -103,7 +106,7 @@ def test_the_two_impls_of_a_case_are_adjacent(impls: tuple[str, ...]) -> None:
 
 
 def test_quick_is_64_bytes_only() -> None:
-    assert {c.size for c in all_cases("quick")} == {64}
+    assert {c.size for c in all_cases("quick") if c.scenario != "connect"} == {64}
 
 
 def test_default_sizes() -> None:
@@ -126,7 +129,7 @@ def test_full_stream_is_powers_of_4_from_64_b_to_1_mib() -> None:
 def test_full_datagrams_are_capped_at_the_transport_max(transport: str) -> None:
     top = MAX_DGRAM[transport]
     cases = all_cases("full")
-    for scenario in M.SCENARIOS:  # the powers of 4 below the bound, then the bound
+    for scenario in M.PEER_SCENARIOS:  # the powers of 4 below the bound, then the bound
         assert sizes_of(cases, scenario, transport) == [s for s in POW4 if s < top] + [top]
 
 
@@ -250,7 +253,7 @@ def test_70000_is_refused_for_udp4_through_the_runner() -> None:
 
 def test_stream_transports_take_large_sizes() -> None:
     cases = all_cases(transports=("tcp4", "unix-stream"), sizes=(MIB, M.MAX_STREAM_SIZE))
-    assert {c.size for c in cases} == {MIB, M.MAX_STREAM_SIZE}
+    assert {c.size for c in cases if c.scenario != "connect"} == {MIB, M.MAX_STREAM_SIZE}
     with pytest.raises(M.MatrixError) as exc:
         all_cases(transports=("tcp4",), sizes=(M.MAX_STREAM_SIZE + 1,))
     assert "largest message" in one_line_error(exc)
@@ -383,3 +386,67 @@ def test_namespace_defaults() -> None:
     args = R.build_parser().parse_args([])
     assert isinstance(args, argparse.Namespace)
     assert args.preset == "default" and not args.list and args.output is None
+
+
+# ------------------------------------------------------------ connect
+
+
+def test_connect_modes_are_the_loops() -> None:
+    from fastsock import _common
+
+    assert M.CONNECT_MODES == _common.CONNECT_MODES
+    assert set(M.CONNECT_MODES) < set(M.MODES)
+
+
+@pytest.mark.parametrize("preset, modes", [
+    ("quick", ("blocking",)), ("default", ("blocking",)), ("full", M.CONNECT_MODES)])
+def test_connect_cases_per_preset(preset: str, modes: tuple[str, ...]) -> None:
+    cases = [c for c in all_cases(preset) if c.scenario == "connect"]
+    assert [c.name for c in cases] == [
+        f"connect/{t}/{m}/0/{i}" for t in M.CONNECT_TRANSPORTS for m in modes for i in M.IMPLS]
+
+
+def test_connect_ignores_sizes_and_skips_what_it_lacks_unless_named() -> None:
+    # --size, --mode spin, datagram transports: not for connect, skipped
+    sel = M.Selection(transports=("udp4", "tcp4"), modes=("spin", "nonblocking"), sizes=(4096,),
+                      preset="quick")
+    cases = M.cases(sel, max_dgram=MAX_DGRAM, explicit_modes=True, explicit_transports=True)
+    connect = [c for c in cases if c.scenario == "connect"]
+    assert [c.name for c in connect] == ["connect/tcp4/nonblocking/0/cython",
+                                        "connect/tcp4/nonblocking/0/python"]
+    assert {c.size for c in cases if c.scenario != "connect"} == {4096}
+    assert plan(["--scenario", "connect", "--size", "1M", "--transport", "unix-stream"]
+                ).cases[0].name == "connect/unix-stream/blocking/0/cython"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--scenario", "connect", "--mode", "spin"],
+     "mode spin does not apply to scenario connect (its modes: blocking, timeout, nonblocking)"),
+    (["--scenario", "stream,connect", "--mode", "blocking,spin"], "mode spin does not apply"),
+    (["--scenario", "connect", "--transport", "tcp4,udp4"],
+     "transport udp4 does not apply to scenario connect (its transports: tcp4, tcp6, unix-stream)"),
+])
+def test_connect_named_with_what_it_lacks_is_an_error(argv: list[str], says: str) -> None:
+    with pytest.raises(M.MatrixError) as exc:
+        plan(argv)
+    assert one_line_error(exc) == says or says in one_line_error(exc)
+
+
+def test_connect_is_not_for_remote(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import _remote
+
+    monkeypatch.setattr(_remote, "transports", lambda remote, requested: ["tcp4", "udp4"])
+    cases = plan(["--quick", "--remote", "127.0.0.1:9"]).cases
+    assert cases and "connect" not in {c.scenario for c in cases}
+    with pytest.raises(M.MatrixError) as exc:
+        plan(["--quick", "--scenario", "connect", "--remote", "127.0.0.1:9"])
+    assert one_line_error(exc) == "connect cases run on one host only: not with --remote"
+
+
+def test_a_server_refuses_a_connect_case() -> None:
+    from bench import _protocol as P
+
+    with pytest.raises(P.ProtocolError) as exc:
+        P.check_request({"fastsock": P.PROTOCOL, "op": "case", "scenario": "connect",
+                         "transport": "tcp4", "mode": "blocking", "size": 1}, 1 << 20)
+    assert "scenario 'connect' is not one of: stream, pingpong" in str(exc.value)

@@ -285,8 +285,9 @@ def one_error_line(stderr: str) -> str:
 
 # ------------------------------------------------------------ one real run
 
-SMOKE = ["--quick", "--transport", "tcp4,unix-dgram", "--mode", "blocking,spin",
-         "--impl", IMPLS, *SMALL]
+# stream and pingpong: connect has its own run in test_connect_cli.py
+SMOKE = ["--quick", "--scenario", "stream,pingpong", "--transport", "tcp4,unix-dgram",
+         "--mode", "blocking,spin", "--impl", IMPLS, *SMALL]
 
 
 @dataclass
