@@ -12,7 +12,8 @@ reports.  ``savefig`` renders PNG with Agg and SVG with the SVG backend.
 
 One encoding across figures, so a reader learns it once: colour = mode
 (Okabe-Ito, colour-blind safe), line style and marker = impl (compiled
-solid, Python dashed).  Legends sit below the panels, outside every axes.
+solid, Python dashed, the event-loop impls dotted or dash-dotted, each with
+its own marker).  Legends sit below the panels, outside every axes.
 Each figure's title says what was measured and where (CPU model and count,
 kernel, Python, fastsock commit, from the report's fingerprint).
 
@@ -44,6 +45,7 @@ from matplotlib.patches import Patch
 
 from bench import _compare, _units
 from bench._compare import Comparison, SpeedupResult
+from bench._matrix import ASYNC_IMPLS
 from bench._report import Case, CaseKey, Report, write_atomic
 from bench._stats import Verdict
 
@@ -57,11 +59,15 @@ MODE_COLOURS = {
     "spin": "#D55E00",
 }
 _SPARE_COLOURS = ("#CC79A7", "#56B4E9", "#F0E442", "#000000")
-IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s")}
-_SPARE_STYLES = ((":", "^"), ("-.", "D"))
+# The event-loop impls: dotted (asyncio) and dash-dotted (uvloop) lines,
+# a marker of their own each, so six impls in one panel stay apart.
+IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s"),
+               "asyncio-streams": (":", "^"), "asyncio-sock": (":", "v"),
+               "uvloop-streams": ("-.", "D"), "uvloop-sock": ("-.", "P")}
+_SPARE_STYLES = ((":", "<"), ("-.", ">"))
 TRANSPORT_ORDER = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
 MODE_ORDER = ("blocking", "timeout", "nonblocking", "spin")
-IMPL_ORDER = (COMPILED, PYTHON)
+IMPL_ORDER = (COMPILED, PYTHON, *ASYNC_IMPLS)
 PANEL_W, PANEL_H = 4.8, 3.3  # inches per panel: 8 size ticks stay legible
 SPEEDUP_COLOUR_CAP = 4.0  # heatmap colours saturate beyond 4× either way
 COMPARE_MAX_CASES = 60  # rows in the compare figure; more stop being readable
