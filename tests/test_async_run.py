@@ -9,6 +9,7 @@ TMPDIR, nothing left behind).  Speed is never asserted.
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import fastsock
+from bench import _compare
 from bench import _matrix as M
 from bench import _plot
 from bench import _runner as R
@@ -285,6 +287,13 @@ def test_summary_html_and_plots_show_every_impl(smoke: tuple) -> None:
         assert set(impls) <= legend, (legend, labels)
     styles = {_plot.impl_style(i) for i in impls}
     assert len(styles) == len(impls)  # each impl drawn its own way
+    loops = sorted({c.metadata["event_loop"] for c in report.cases if "event_loop" in c.metadata})
+    assert f"<th>event loops</th><td>{html.escape('; '.join(loops))}</td>" in page
+    assert page.count('<div class="wide"><table>') == 2  # the wide tables scroll
+    if not PURE:  # speedup: the twins only; an event-loop impl has no twin to miss
+        sp = _compare.speedup(report)
+        assert {r.key.impl for r in sp.results} == {"cython"}
+        assert sp.unpaired == []
 
 
 # ------------------------------------------------------------ faults
