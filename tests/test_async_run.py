@@ -24,7 +24,7 @@ from bench import _compare
 from bench import _matrix as M
 from bench import _plot
 from bench import _runner as R
-from bench._report import PERCENTILES, load_report
+from bench._report import PERCENTILES, CaseKey, load_report
 from test_run_cli import (
     FAULT_BOUND,
     PURE,
@@ -294,6 +294,52 @@ def test_summary_html_and_plots_show_every_impl(smoke: tuple) -> None:
         sp = _compare.speedup(report)
         assert {r.key.impl for r in sp.results} == {"cython"}
         assert sp.unpaired == []
+
+
+# ------------------------------------------------------------ figures of six impls
+
+
+def six_impls(sizes: tuple[int, ...]) -> object:
+    from tests import synth
+
+    keys = [CaseKey(sc, t, m, size, impl) for sc in ("stream", "pingpong")
+            for t in ("tcp4", "unix-stream") for m in ("blocking", "nonblocking")
+            for size in sizes for impl in M.ALL_IMPLS if M.applies(impl, sc, t, m)]
+    return synth.make_report(keys)
+
+
+def assert_legend_fits(fig: object) -> list[str]:
+    """Every legend entry inside the figure, below the panels; returns the
+    legend's texts."""
+    fig.draw_without_rendering()
+    whole = fig.bbox
+    texts = []
+    for legend in fig.legends:
+        box = legend.get_window_extent()
+        assert whole.x0 - 1 <= box.x0 and box.x1 <= whole.x1 + 1, (box, whole)
+        for ax in fig.axes:
+            if ax.get_visible():
+                assert not box.overlaps(ax.get_window_extent()), ax.get_title()
+        texts += [t.get_text() for t in legend.get_texts()]
+    return texts
+
+
+@pytest.mark.parametrize("sizes", [(64,), (64, 4096, 65536)], ids=["one-size", "sizes"])
+def test_figures_of_six_impls_stay_readable(sizes: tuple[int, ...]) -> None:
+    report = six_impls(sizes)
+    for build in (_plot.throughput_figure, _plot.rtt_figure):
+        fig = build(report)
+        assert set(M.ALL_IMPLS) <= set(assert_legend_fits(fig))
+    fig = _plot.rtt_figure(report)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    if len(sizes) > 1:  # a panel per transport and impl, three to a row
+        assert [ax.get_title() for ax in panels] == [
+            f"{t} · {i}" for t in ("tcp4", "unix-stream") for i in M.ALL_IMPLS]
+        assert fig.get_figwidth() <= 3 * _plot.PANEL_W + 0.5
+        for ax in panels:  # each panel: its impl's modes only
+            impl = ax.get_title().split(" · ")[1]
+            want = 2 if impl in M.IMPLS else 1
+            assert len(ax.get_lines()) == want, ax.get_title()
 
 
 # ------------------------------------------------------------ faults
