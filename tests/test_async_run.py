@@ -296,6 +296,29 @@ def test_summary_html_and_plots_show_every_impl(smoke: tuple) -> None:
         assert sp.unpaired == []
 
 
+def test_run_remote_with_event_loop_impls(tmp_path: Path) -> None:
+    """Against `fastsock-bench serve`, the event loop drives the measured
+    side of the remote connection as of a local one."""
+    from serve_support import TINY, ServerProcess, run_bench
+
+    srv = ServerProcess(["--listen", "127.0.0.1:0"], tmp_path / "serve.log")
+    try:
+        out = tmp_path / "remote.json"
+        res = run_bench(["run", "--remote", srv.address, "--quick", "--transport", "tcp4",
+                         "--mode", "nonblocking", "--impl", "asyncio-streams,asyncio-sock",
+                         *TINY, "-o", str(out)])
+    finally:
+        status = srv.stop()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert status == 0, srv.stderr()
+    report = load_report(out)
+    assert sorted(c.name for c in report.cases) == sorted(
+        f"{s}/tcp4/nonblocking/64/{i}" for s in ("stream", "pingpong") for i in ASYNCIO)
+    for case in report.cases:
+        assert case.metadata["remote_address"] == srv.address
+        assert case.metadata["event_loop"].startswith("asyncio ")
+
+
 # ------------------------------------------------------------ figures of six impls
 
 
