@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib.util
+import os
 import socket
 import struct
 import sys
@@ -34,6 +35,8 @@ pytestmark = pytest.mark.filterwarnings(
     "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning")
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+# The tree whose fastsock these tests imported: a subprocess runs the same.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastsock.__file__)))
 KINDS = [(loop, api) for loop in A.EVENT_LOOPS for api in A.APIS]
 MODE = "nonblocking"
 # A stall must be noticed within this bound (s) for the short timeout below.
@@ -431,3 +434,37 @@ def test_missing_uvloop_is_an_import_error_with_the_hint(net, monkeypatch):
         A.AsyncConn(pair.a, "uvloop", "sock")
     assert "pip install 'fastsock[uvloop]'" in one_line(info.value)
     assert pair.a.fileno() >= 0
+
+
+# ------------------------------------------------------------ Ctrl-C
+
+CTRL_C = """
+import os, signal, socket, sys, threading, time
+from fastsock._asyncloops import AsyncConn
+a, b = socket.socketpair()
+c = AsyncConn(a, sys.argv[1], sys.argv[2])
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+t0 = time.monotonic()
+try:
+    c.stream_pingpong(a, 5, 64, "nonblocking", 30.0)  # a silent peer
+except KeyboardInterrupt:
+    print(time.monotonic() - t0)
+c.close()
+b.close()
+print(c.closed)
+"""
+
+
+def test_ctrl_c_ends_a_call_promptly(kind):
+    """In its own process (a SIGINT to the test process would end pytest):
+    KeyboardInterrupt well before the call's timeout, then a clean close
+    (``-W error``: an unclosed loop or transport would fail it)."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-W", "error", "-c", CTRL_C, *kind],
+                         capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert res.returncode == 0, res.stderr
+    took, closed = res.stdout.split()
+    assert float(took) < 2.0 and closed == "True"
+    assert res.stderr == ""
