@@ -185,6 +185,20 @@ def test_workers_enumerate_the_same_cases(argv: list[str]) -> None:
     assert [k.name for k in R.make_plan(args).cases] == [k.name for k in main.cases]
 
 
+def test_a_twins_worker_imports_no_event_loop() -> None:
+    """Every pyperf worker enumerates the cases: finding uvloop must not
+    import it (nor asyncio), which would slow every worker's start."""
+    import subprocess
+
+    code = ("import sys; from bench import _runner as R, _worker; "
+            "R.make_plan(R.build_parser().parse_args(['--full', '--impl', 'all'])); "
+            "print(sorted(m for m in ('asyncio', 'uvloop') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT, cwd=str(Path(M.__file__).parent.parent))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
 # ------------------------------------------------------------ the CLI
 
 
