@@ -265,7 +265,7 @@ class Speedup:
     path: str
     machine: dict[str, Any]
     results: list[SpeedupResult]
-    unpaired: list[CaseKey]  # cases whose twin is not in the report
+    unpaired: list[CaseKey]  # twins' cases whose twin is not in the report
     geomeans: dict[str, tuple[float, int]]
 
 
@@ -292,6 +292,8 @@ def speedup(report: Report) -> Speedup:
         path=report.path,
         machine={k: report.fingerprint[k] for k in MACHINE_KEYS if k in report.fingerprint},
         results=results,
-        unpaired=[c.key for c in report.cases if c.key not in paired],
+        # the event-loop impls (asyncio-*, uvloop-*) have no twin to miss
+        unpaired=[c.key for c in report.cases
+                  if c.key not in paired and c.key.impl in (COMPILED, PYTHON)],
         geomeans=geomeans((r.key.scenario, r.est.ratio) for r in results),
     )

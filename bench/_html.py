@@ -78,6 +78,7 @@ th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tbody tr.group th { background: #e8eef6; }
 table.fp th { width: 16em; }
+div.wide { overflow-x: auto; }
 table.glance th { white-space: nowrap; }
 span.where { color: #666; font-size: 0.9em; }
 .slower { background: #fde0dc; }
@@ -239,6 +240,11 @@ def _fingerprint_table(report: Report, base: Report | None) -> str:
                     if "peer_impl" in c.metadata}) or ["— (no peer)"]
     rows.append(f"<tr><th>peer implementation</th><td>{e(', '.join(peers))}</td>"
                 + ("<td></td>" if base is not None else "") + "</tr>")
+    loops = sorted({str(c.metadata["event_loop"]) for c in report.cases
+                    if "event_loop" in c.metadata})
+    if loops:  # the asyncio-* / uvloop-* impls' event loops
+        rows.append(f"<tr><th>event loops</th><td>{e('; '.join(loops))}</td>"
+                    + ("<td></td>" if base is not None else "") + "</tr>")
     nproc = sorted({len(c.process_values) for c in report.cases})
     rows.append("<tr><th>worker processes per case</th>"
                 f"<td>{e(_span(nproc))}</td>"
@@ -312,7 +318,9 @@ def _summary_table(report: Report, scenario: str) -> str:
         note = ("<p class=\"note\">No payload (size —): each connection is made, accepted "
                 "and closed (the accepted end first) by the measured process itself; CPU "
                 "time counts both ends.</p>\n")
-    return f"<table><thead>{head1}{head2}</thead>{body}</table>\n{note}"
+    # six impls side by side are wider than a page: the table scrolls, not the page
+    return (f"<div class=\"wide\"><table><thead>{head1}{head2}</thead>{body}</table></div>\n"
+            f"{note}")
 
 
 def _case_cells(case: Case, scenario: str, has_loss: bool) -> list[str]:

@@ -11,6 +11,16 @@ validates: it opens no socket (transport availability is asked of
 Order: the two impls of a case are adjacent, so slow drift of the machine
 during a run affects both sides of a speedup alike.
 
+Impls: the twins (``cython``, ``python``) run everywhere; the event-loop
+comparators (``fastsock._asyncloops``: ``asyncio-streams``,
+``asyncio-sock``, ``uvloop-streams``, ``uvloop-sock``) only where an event
+loop applies (:func:`applies`: stream and pingpong over TCP and Unix
+streams, ``nonblocking`` mode); other combinations are left out of the
+enumeration silently, and a selection left with nothing says why.  By
+default (:func:`select_impls`) quick and default runs add the asyncio pair,
+``full`` the uvloop pair too when uvloop is installed; ``--impl all`` is
+every impl this machine has.
+
 Presets:
 ``quick``   every scenario, transport, mode and impl at 64 B (smoke run)
 ``default`` representative sizes: stream 64 B and 64 KiB (16 KiB for
@@ -31,6 +41,7 @@ an error; otherwise those are skipped for it, as a missing IPv6 is.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -41,7 +52,16 @@ SCENARIOS = ("stream", "pingpong", "connect")
 PEER_SCENARIOS = ("stream", "pingpong")
 TRANSPORTS = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
 MODES = ("blocking", "timeout", "nonblocking", "spin")
-IMPLS = ("cython", "python")
+IMPLS = ("cython", "python")  # the twins
+# The event-loop comparators, "<event loop>-<API>" (fastsock._asyncloops).
+ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock")
+UVLOOP_IMPLS = ("uvloop-streams", "uvloop-sock")
+ALL_IMPLS = IMPLS + ASYNC_IMPLS
+# Where the event-loop comparators apply.
+ASYNC_SCENARIOS = ("stream", "pingpong")
+ASYNC_TRANSPORTS = ("tcp4", "tcp6", "unix-stream")
+ASYNC_MODES = ("nonblocking",)
+UVLOOP_HINT = "pip install 'fastsock[uvloop]'"
 PRESETS = ("quick", "default", "full")
 
 DGRAM_TRANSPORTS = frozenset({"udp4", "udp6", "unix-dgram"})
@@ -90,6 +110,43 @@ def preset_sizes(preset: str, scenario: str, transport: str, max_dgram: int) -> 
     if dgram:
         sizes = [s for s in sizes if s < max_dgram] + [max_dgram]
     return sizes
+
+
+def applies(impl: str, scenario: str, transport: str, mode: str) -> bool:
+    """Whether ``impl`` can run this combination (the twins run every one)."""
+    if impl not in ASYNC_IMPLS:
+        return True
+    return scenario in ASYNC_SCENARIOS and transport in ASYNC_TRANSPORTS and mode in ASYNC_MODES
+
+
+def uvloop_installed() -> bool:
+    """Whether uvloop is installed here.  Found, not imported: every pyperf
+    worker enumerates the cases, and importing uvloop (and asyncio) would
+    cost each one tens of milliseconds at start."""
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def select_impls(text: str | None, preset: str, uvloop: bool) -> tuple[str, ...]:
+    """The ``--impl`` value (None: the preset's default) as impl names.
+
+    ``uvloop``: whether uvloop is installed here (:func:`uvloop_installed`).  The default is the twins
+    and the asyncio pair, plus the uvloop pair in ``full`` when installed;
+    ``all`` is every impl available; a uvloop impl named without uvloop is
+    an error with the install hint.
+    """
+    if not text:
+        chosen = IMPLS + ASYNC_IMPLS
+        if preset != "full" or not uvloop:
+            chosen = tuple(i for i in chosen if i not in UVLOOP_IMPLS)
+        return chosen
+    chosen = parse_list(text, ALL_IMPLS, "impl")
+    if not uvloop:
+        if chosen == ALL_IMPLS:
+            return tuple(i for i in chosen if i not in UVLOOP_IMPLS)
+        named = [i for i in chosen if i in UVLOOP_IMPLS]
+        if named:
+            raise MatrixError(f"{named[0]} needs uvloop, which is not installed ({UVLOOP_HINT})")
+    return chosen
 
 
 def parse_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -178,8 +235,15 @@ def cases(
             for mode in sel.modes:
                 for size in sizes:
                     for impl in sel.impls:
-                        out.append(CaseKey(scenario, transport, mode, size, impl))
+                        if applies(impl, scenario, transport, mode):
+                            out.append(CaseKey(scenario, transport, mode, size, impl))
     if not out:
+        asked = [i for i in sel.impls if i in ASYNC_IMPLS]
+        if asked and len(asked) == len(sel.impls):
+            raise MatrixError(
+                f"the selection names no case: {', '.join(asked)} run{'s' if len(asked) == 1 else ''} only "
+                f"{' and '.join(ASYNC_SCENARIOS)} over {', '.join(ASYNC_TRANSPORTS)} "
+                f"in {' or '.join(ASYNC_MODES)} mode")
         raise MatrixError("the selection names no case")
     return out
 
@@ -203,4 +267,4 @@ def connect_cases(sel: Selection, transports: Sequence[str], *, explicit_scenari
         modes = list(CONNECT_PRESET_MODES[sel.preset])
     return [CaseKey("connect", t, m, CONNECT_SIZE, impl)
             for t in transports if t in CONNECT_TRANSPORTS
-            for m in modes for impl in sel.impls]
+            for m in modes for impl in sel.impls if applies(impl, "connect", t, m)]

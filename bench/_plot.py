@@ -12,7 +12,8 @@ reports.  ``savefig`` renders PNG with Agg and SVG with the SVG backend.
 
 One encoding across figures, so a reader learns it once: colour = mode
 (Okabe-Ito, colour-blind safe), line style and marker = impl (compiled
-solid, Python dashed).  Legends sit below the panels, outside every axes.
+solid, Python dashed, the event-loop impls dotted or dash-dotted, each with
+its own marker).  Legends sit below the panels, outside every axes.
 Each figure's title says what was measured and where (CPU model and count,
 kernel, Python, fastsock commit, from the report's fingerprint).
 
@@ -50,6 +51,7 @@ from matplotlib.patches import Patch
 
 from bench import _compare, _units
 from bench._compare import Comparison, SpeedupResult
+from bench._matrix import ASYNC_IMPLS
 from bench._report import Case, CaseKey, Report, write_atomic
 from bench._stats import Verdict
 
@@ -63,12 +65,17 @@ MODE_COLOURS = {
     "spin": "#D55E00",
 }
 _SPARE_COLOURS = ("#CC79A7", "#56B4E9", "#F0E442", "#000000")
-IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s")}
-_SPARE_STYLES = ((":", "^"), ("-.", "D"))
+# The event-loop impls: dotted (asyncio) and dash-dotted (uvloop) lines,
+# a marker of their own each, so six impls in one panel stay apart.
+IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s"),
+               "asyncio-streams": (":", "^"), "asyncio-sock": (":", "v"),
+               "uvloop-streams": ("-.", "D"), "uvloop-sock": ("-.", "P")}
+_SPARE_STYLES = ((":", "<"), ("-.", ">"))
 TRANSPORT_ORDER = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
 MODE_ORDER = ("blocking", "timeout", "nonblocking", "spin")
-IMPL_ORDER = (COMPILED, PYTHON)
+IMPL_ORDER = (COMPILED, PYTHON, *ASYNC_IMPLS)
 PANEL_W, PANEL_H = 4.8, 3.3  # inches per panel: 8 size ticks stay legible
+RTT_MAX_COLS = 3  # RTT panels (one per impl) in a row before wrapping
 SPEEDUP_COLOUR_CAP = 4.0  # heatmap colours saturate beyond 4× either way
 COMPARE_MAX_CASES = 60  # rows in the compare figure; more stop being readable
 PNG_DPI = 110
@@ -296,8 +303,8 @@ def _share_limits(axes: Sequence[Any], x: bool = True, y: bool = True) -> None:
 def _legend(fig: Figure, modes: Sequence[str], impls: Sequence[str],
             extra: Sequence[Any] = (), points: bool = False) -> None:
     """Below the panels: what the colours (mode) and styles (impl) mean; one
-    row where it fits the figure's width, else a row for modes and a row
-    for impls (a legend wider than the figure is cut off)."""
+    row where it fits the figure's width, else a row for modes and as few
+    rows for impls as fit (a legend wider than the figure is cut off)."""
     # Invisible handles act as headings, so the legend says which channel
     # (colour or style) encodes what.
     modes_row: list[Any] = [Patch(color="none", label="colour = mode:")]
@@ -312,17 +319,25 @@ def _legend(fig: Figure, modes: Sequence[str], impls: Sequence[str],
     impls_row.extend(extra)
     fontsize = 9
     em = fontsize / 72  # inches
-    def width(row: list[Any]) -> float:
-        return sum((2.6 + 0.8 + 1.2 + 0.55 * len(h.get_label())) * em for h in row)
-    if width(modes_row) + width(impls_row) < fig.get_figwidth() - 0.3:
+    def width(h: Any) -> float:
+        return (2.6 + 0.8 + 1.2 + 0.55 * len(h.get_label())) * em
+    room = fig.get_figwidth() - 0.3
+    if sum(map(width, modes_row + impls_row)) < room:
         handles, ncol = modes_row + impls_row, len(modes_row) + len(impls_row)
     else:
-        ncol = max(len(modes_row), len(impls_row))
+        # A row for modes, then the impls in as few rows as fit (six impls
+        # and a note are wider than one figure); the rows share columns.
         blank = Patch(color="none", label="")
-        modes_row += [blank] * (ncol - len(modes_row))
-        impls_row += [blank] * (ncol - len(impls_row))
-        # Legend entries fill column by column: interleave to get two rows.
-        handles = [h for pair in zip(modes_row, impls_row) for h in pair]
+        heading, items = impls_row[0], impls_row[1:]
+        for per_row in range(len(items), 0, -1):
+            rows = [modes_row] + [[heading if k == 0 else blank] + items[k:k + per_row]
+                                  for k in range(0, len(items), per_row)]
+            ncol = max(map(len, rows))
+            rows = [r + [blank] * (ncol - len(r)) for r in rows]
+            if sum(max(width(r[c]) for r in rows) for c in range(ncol)) < room:
+                break
+        # Legend entries fill column by column: interleave to get the rows.
+        handles = [r[c] for c in range(ncol) for r in rows]
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False,
                fontsize=fontsize, handlelength=2.6, columnspacing=1.2)
 
@@ -407,12 +422,22 @@ def rtt_figure(report: Report) -> Figure | None:
                                    label="point: p50, bar: to p99")]
         points = True
     else:
-        nrows, ncols = len(groups), len(impls)
+        # a transport's panels side by side, wrapped after RTT_MAX_COLS (the
+        # event-loop impls make up to six): a figure stays readable in width
+        n = len(impls)
+        ncols = n if n <= RTT_MAX_COLS else 2 if n == 4 else RTT_MAX_COLS
+        per_transport = math.ceil(n / ncols)
+        nrows = len(groups) * per_transport
         fig = Figure(figsize=(PANEL_W * ncols + 0.4, 2.9 * nrows + 1.4), layout="constrained")
         grid = fig.subplots(nrows, ncols, squeeze=False)
-        axes = grid.ravel().tolist()
-        for row, (transport, tcases) in zip(grid, groups.items()):
-            for ax, impl in zip(row, impls):
+        axes = []
+        for t, (transport, tcases) in enumerate(groups.items()):
+            slots = [grid[t * per_transport + k // ncols][k % ncols]
+                     for k in range(per_transport * ncols)]
+            for ax in slots[n:]:
+                ax.set_visible(False)
+            for ax, impl in zip(slots, impls):
+                axes.append(ax)
                 for s in _series(c for c in tcases if c.key.impl == impl):
                     _rtt_series(ax, s)
                 _size_axis(ax, sizes)

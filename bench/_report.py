@@ -22,7 +22,9 @@ scenario           str    ``stream`` (throughput), ``pingpong`` (RTT) or
 transport          str    tcp4 tcp6 udp4 udp6 unix-stream unix-dgram
 mode               str    blocking timeout nonblocking spin
 size               int    message / datagram payload, bytes (connect: 0)
-impl               str    measured side: ``cython`` or ``python``
+impl               str    measured side: ``cython`` or ``python`` (the
+                          twins), or an event-loop impl: ``asyncio-streams``,
+                          ``asyncio-sock``, ``uvloop-streams``, ``uvloop-sock``
 batch              int    datagrams per syscall (1 when absent: schema 1)
 peer_impl          str    the peer's implementation (absent for connect,
                           which plays both ends itself)
@@ -31,6 +33,9 @@ fastsock_version   str    fastsock's version
 fastsock_commit    str    git commit of the measured tree ("unknown" if none)
 fastsock_loaded    str    implementation the measuring process loaded
 tcp_nodelay        int    1 when TCP_NODELAY was set (pingpong over TCP)
+event_loop         str    event-loop impls only: asyncio's loop class and
+                          selector (``asyncio _UnixSelectorEventLoop/
+                          EpollSelector``) or ``uvloop <version>``
 sndbuf, rcvbuf     int    effective SO_SNDBUF / SO_RCVBUF, bytes
 interleaved        str    id shared by the two reports of one ``run
                           --base-python`` (absent otherwise)

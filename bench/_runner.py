@@ -84,7 +84,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", help=f"{','.join(M.MODES)} (default: all)")
     g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes;"
                    " connect cases carry no payload: size 0 always)")
-    g.add_argument("--impl", help=f"{','.join(M.IMPLS)} (default: both)")
+    g.add_argument("--impl", help=f"{','.join(M.ALL_IMPLS)} (default: the twins and"
+                   " asyncio-*; --full adds uvloop-* when installed)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
@@ -143,7 +144,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         scenarios=lst(args.scenario, M.SCENARIOS, "scenario"),
         transports=lst(args.transport, M.TRANSPORTS, "transport"),
         modes=lst(args.mode, M.MODES, "mode"),
-        impls=lst(args.impl, M.IMPLS, "impl"),
+        impls=M.select_impls(args.impl, args.preset, M.uvloop_installed()),
         sizes=M.parse_sizes(args.size) if args.size else None,
         preset=args.preset,
     )

@@ -23,6 +23,14 @@ throughput, the peer's confirmation that it received everything:
   plays both ends of every connection, so pyperf's value is seconds per
   connection and ``cpu_per_msg`` CPU time per connection (both ends').
 
+The event-loop impls (``asyncio-*``, ``uvloop-*``) run the same timed
+region through a :class:`fastsock._asyncloops.AsyncConn`, which has the
+twins' ``stream_send`` / ``stream_pingpong``: its event loop (and, for
+``*-streams``, the reader and writer) is made in set-up, outside the timed
+region, so a timed call runs one coroutine.  The loop's description goes
+into the case's metadata (``event_loop``).  asyncio and uvloop are imported
+only by such cases: a twin's worker starts as light as before.
+
 What a run measures beside time (CPU time per message, loss, RTT
 percentiles) is collected by :class:`StatsHook`, a pyperf hook whose
 ``teardown(metadata)`` adds run metadata; only the values phase counts
@@ -33,7 +41,14 @@ peer's answer; a failure ends the worker with one line naming the case.
 A peer that dies or is stopped is noticed at once, not after a timeout:
 during a timed call a SIGCHLD handler looks at the peer (``waitpid`` with
 ``WUNTRACED``) and raises :class:`PeerError`, which the loops let through
-(they run signal handlers on EINTR).  This matters for datagram ping-pong,
+(they run signal handlers on EINTR).  An event loop would swallow an
+exception raised inside one of its callbacks (and uvloop refuses a SIGCHLD
+handler of its own), so for the event-loop impls, while the loop runs, the
+handler looks (``waitpid`` is safe anywhere), keeps the error in
+``peer_error`` and hands it to the loop (``call_soon_threadsafe``, which
+wakes it), which ends the running call with ``AsyncConn.abort``.  A call
+that ends first leaves the error kept: the stream's wait for the peer and
+the next timed call raise it.  This matters for datagram ping-pong,
 where a silent peer only costs ``LOSS_TIMEOUT`` per round and ``loops``
 rounds would add up to minutes.
 """
@@ -51,6 +66,7 @@ from typing import Any
 
 import fastsock
 
+from bench._matrix import ASYNC_IMPLS
 from bench._peer import Peer, PeerError, choose_cpus
 from bench._report import CaseKey
 from bench._transports import Listener, make_pair
@@ -141,6 +157,9 @@ class Case:
         # Checked in setup(), not here: a worker builds a Case for every
         # case of the selection, and only its own task's may fail.
         self.loops: Any = fastsock.implementations().get(key.impl)
+        self.on_event_loop = key.impl in ASYNC_IMPLS
+        self.conn: Any = None  # the AsyncConn of an event-loop impl
+        self.peer_error: PeerError | None = None  # seen by the SIGCHLD watch, not raised yet
         self.dgram = key.transport in ("udp4", "udp6", "unix-dgram")
         self.tcp = key.transport in ("tcp4", "tcp6")
         self.sock: socket.socket | None = None
@@ -151,7 +170,7 @@ class Case:
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
         key = self.key
-        if self.loops is None:
+        if self.loops is None and not self.on_event_loop:
             raise CaseFailed("the compiled extension is not built: cannot run cython cases")
         if self.remote:
             self._setup_remote()
@@ -183,6 +202,7 @@ class Case:
         }
         if key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self._setup_event_loop()
         _CASE_META.update(self.meta)
 
     def _setup_connect(self) -> None:
@@ -211,12 +231,31 @@ class Case:
         }
         if self.key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        self._setup_event_loop()
         _CASE_META.update(self.meta)
+
+    def _setup_event_loop(self) -> None:
+        """An event-loop impl: its loop and streams, made here, outside the
+        timed region; ``self.loops`` becomes the connection."""
+        if not self.on_event_loop:
+            return
+        from fastsock._asyncloops import AsyncConn
+
+        event_loop, api = self.key.impl.split("-", 1)
+        try:
+            self.conn = AsyncConn(self.sock, event_loop, api, CASE_TIMEOUT)  # type: ignore[arg-type]
+        except ImportError as exc:
+            raise CaseFailed(str(exc)) from None
+        self.loops = self.conn
+        self.meta["event_loop"] = self.conn.event_loop
 
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()  # and its Unix path
             self.listener = self.sock = None
+        if self.conn is not None:  # closes the socket too: the peer's EOF
+            self.conn.close()
+            self.conn = None
         if self.sock is not None:
             if self.dgram and self.key.scenario == "pingpong":
                 try:  # an empty datagram ends the peer's echo at once; the
@@ -245,14 +284,16 @@ class Case:
                 self.setup()
             self.check_peer()
             return self._watched(loops)
-        except (OSError, PeerError, CaseFailed, ValueError) as exc:
+        # RuntimeError: PeerError, CaseFailed and an event loop's EventLoopError
+        except (OSError, RuntimeError, ValueError) as exc:
             self.fail(exc)
             raise AssertionError("unreachable")
 
     def _watched(self, loops: int) -> float:
         # The SIGCHLD watch covers the timed call only: fail() and close()
         # end the peer themselves and must not be interrupted by its death.
-        old = signal.signal(signal.SIGCHLD, self._on_sigchld)
+        on_loop = self.conn is not None
+        old = signal.signal(signal.SIGCHLD, self._on_sigchld_loop if on_loop else self._on_sigchld)
         try:
             if self.key.scenario == "pingpong":
                 return self._pingpong(loops)
@@ -267,8 +308,21 @@ class Case:
     def _on_sigchld(self, signum: int, frame: Any) -> None:
         self.check_peer()
 
+    def _on_sigchld_loop(self, signum: int, frame: Any) -> None:
+        conn = self.conn
+        if conn is None or conn.closed or not conn.loop.is_running():
+            self.check_peer()  # between coroutines (the peer's answer): as the twins
+            return
+        try:  # never raise inside the loop's machinery: hand it over
+            self.check_peer()
+        except PeerError as exc:
+            self.peer_error = exc
+            conn.loop.call_soon_threadsafe(conn.abort, exc)
+
     def check_peer(self) -> None:
         """Raise PeerError when the peer has exited or been stopped."""
+        if self.peer_error is not None:
+            raise self.peer_error
         peer = self.peer
         if peer is None or peer.pid <= 0:
             return
@@ -314,6 +368,8 @@ class Case:
         c0 = time.process_time()
         t0 = time.perf_counter()
         self.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        if self.peer_error is not None:  # seen while an event loop ran the send
+            raise self.peer_error
         if self.tcp:
             # Push out a tail that Nagle holds until the peer's (delayed,
             # up to 40 ms) ACK: the loop is done, the stall is not its cost.

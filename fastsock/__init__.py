@@ -6,6 +6,9 @@ extension is not built, their pure-Python twins (``fastsock._pyloops``).
 ``IMPLEMENTATION`` says which one was loaded ("cython" or "python"); both
 modules stay importable by name so that tests and the suite can use each
 explicitly.  The loop contract is documented in ``fastsock._common``.
+The event-loop comparators (asyncio, optionally uvloop) live in
+``fastsock._asyncloops``, imported only by who uses them: importing
+``fastsock`` does not import asyncio.
 """
 
 from __future__ import annotations
