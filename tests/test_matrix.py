@@ -450,3 +450,12 @@ def test_a_server_refuses_a_connect_case() -> None:
         P.check_request({"fastsock": P.PROTOCOL, "op": "case", "scenario": "connect",
                          "transport": "tcp4", "mode": "blocking", "size": 1}, 1 << 20)
     assert "scenario 'connect' is not one of: stream, pingpong" in str(exc.value)
+
+
+def test_connect_cases_only_for_the_twins() -> None:
+    """Event-loop impls have no connect loop: a selection naming them with
+    the twins gets connect cases for the twins only."""
+    sel = M.Selection(scenarios=("connect",), impls=M.ALL_IMPLS, preset="full")
+    cases = M.cases(sel, max_dgram={})
+    assert cases
+    assert {c.impl for c in cases} == set(M.IMPLS)
