@@ -1,22 +1,38 @@
-"""The case matrix: scenario x transport x mode x size x impl.
+"""The case matrix: scenario x transport x mode x size x batch x impl.
 
 Design note
 -----------
 One case is one pyperf benchmark, named ``scenario/transport/mode/size/impl``
-(:class:`bench._report.CaseKey`); the same fields go into its metadata,
-which is what every consumer reads.  This module only enumerates and
-validates: it opens no socket (transport availability is asked of
-``bench._transports``).
+plus ``/batchN`` when it batches (:class:`bench._report.CaseKey`); the same
+fields go into its metadata, which is what every consumer reads.  This
+module only enumerates and validates: it opens no socket (transport
+availability is asked of ``bench._transports``, batching of the runner).
 
 Order: the two impls of a case are adjacent, so slow drift of the machine
-during a run affects both sides of a speedup alike.
+during a run affects both sides of a speedup alike; a size's batches follow
+each other, batch 1 first.
 
 Presets:
-``quick``   every scenario, transport, mode and impl at 64 B (smoke run)
+``quick``   every scenario, transport, mode and impl at 64 B (smoke run),
+            plus datagram stream at batch 32
 ``default`` representative sizes: stream 64 B and 64 KiB (16 KiB for
-            datagrams), pingpong 64 B
+            datagrams), pingpong 64 B; plus datagram stream 64 B at batch 32
 ``full``    every size: stream powers of 4 from 64 B to 1 MiB (datagrams up
-            to the transport's maximum), pingpong 64 B to 64 KiB
+            to the transport's maximum), pingpong 64 B to 64 KiB; datagram
+            stream at batch 1, 8 and 32 up to 16 KiB
+
+Batch (datagrams per syscall: ``sendmmsg`` on the measured side) applies to
+datagram *stream* cases only, the send loop; pingpong (one datagram per
+round trip) and stream sockets (no message boundary to batch) are batch 1.
+Batch > 1 is compiled only: Python's socket module has no
+sendmmsg/recvmmsg, so those cases have no Python twin (no speedup; their
+comparison is with batch 1 of the same compiled case).  ``full`` batches
+sizes up to 16 KiB only: what a batch saves is the per-call cost (syscall
+entry and exit, the loop's own work), most of a 64 B datagram's cost but
+a small part of a large one's, whose copy dominates; above 16 KiB batches
+would add cases that show the copy, and the receiving peer's slots (64 x
+the size) grow to megabytes.  ``--batch LIST`` replaces the preset's
+batches for every datagram stream size selected.
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from bench._report import CaseKey
+from fastsock._common import MAX_BATCH
 
 SCENARIOS = ("stream", "pingpong")
 TRANSPORTS = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
@@ -55,6 +72,7 @@ class Selection:
     impls: tuple[str, ...] = IMPLS
     sizes: tuple[int, ...] | None = None  # None: the preset's sizes
     preset: str = "default"
+    batches: tuple[int, ...] | None = None  # None: the preset's batches
 
 
 def preset_sizes(preset: str, scenario: str, transport: str, max_dgram: int) -> list[int]:
@@ -72,6 +90,46 @@ def preset_sizes(preset: str, scenario: str, transport: str, max_dgram: int) -> 
     if dgram:
         sizes = [s for s in sizes if s < max_dgram] + [max_dgram]
     return sizes
+
+
+# Largest datagram the full preset batches (bytes); see the design note.
+FULL_BATCH_UP_TO = 16384
+# The batch presets add (datagrams per syscall).
+PRESET_BATCH = 32
+FULL_BATCHES = (1, 8, 32)
+
+
+def preset_batches(preset: str, size: int) -> tuple[int, ...]:
+    """The batches a preset runs for one datagram stream size."""
+    if preset == "full":
+        return FULL_BATCHES if size <= FULL_BATCH_UP_TO else (1,)
+    return (1, PRESET_BATCH) if size == 64 else (1,)
+
+
+def case_batches(sel: Selection, scenario: str, transport: str, size: int,
+                 batching: bool) -> tuple[int, ...]:
+    """The batches of one (scenario, transport, size): datagram stream only."""
+    if scenario != "stream" or transport not in DGRAM_TRANSPORTS:
+        return (1,)
+    wanted = sel.batches if sel.batches is not None else preset_batches(sel.preset, size)
+    return tuple(b for b in wanted if b == 1 or batching)
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32): datagrams per syscall, 1 to MAX_BATCH."""
+    items = [t.strip() for t in text.split(",")]
+    if any(not t for t in items):
+        raise MatrixError(f"empty item in --batch {text!r}")
+    out = []
+    for item in items:
+        try:
+            value = int(item, 10)
+        except ValueError:
+            raise MatrixError(f"batch {item!r} is not a whole number of datagrams") from None
+        if not 1 <= value <= MAX_BATCH:
+            raise MatrixError(f"batch {item!r} must be 1 to {MAX_BATCH} datagrams per call")
+        out.append(value)
+    return tuple(dict.fromkeys(out))
 
 
 def parse_list(text: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -119,13 +177,26 @@ def cases(
     max_dgram: dict[str, int],
     available: Iterable[str] = TRANSPORTS,
     explicit_transports: bool = False,
+    batching: bool = True,
 ) -> list[CaseKey]:
     """Enumerate the selected cases.
 
     ``max_dgram``: the largest datagram of each datagram transport here.
     ``available``: transports this machine has (no IPv6: no tcp6/udp6);
     asking explicitly for a missing one is an error, the default drops it.
+    ``batching``: the compiled loops have sendmmsg/recvmmsg (Linux); without
+    it the presets' batch > 1 cases are dropped and ``--batch`` > 1 is an
+    error.  Batch > 1 cases are compiled only (see the design note).
     """
+    asked = [b for b in sel.batches or () if b > 1]
+    if asked:
+        flag = f"--batch {','.join(map(str, sel.batches or ()))}"
+        if "cython" not in sel.impls:
+            raise MatrixError(f"{flag}: Python's socket module has no sendmmsg/recvmmsg, so "
+                              "batch > 1 cases are compiled only (--impl cython)")
+        if not batching:
+            raise MatrixError(f"{flag}: batch > 1 needs sendmmsg/recvmmsg, which only the "
+                              "compiled loops on Linux have (not here)")
     avail = set(available)
     transports = []
     for t in sel.transports:
@@ -150,8 +221,15 @@ def cases(
                 sizes = preset_sizes(sel.preset, scenario, transport, limit)
             for mode in sel.modes:
                 for size in sizes:
-                    for impl in sel.impls:
-                        out.append(CaseKey(scenario, transport, mode, size, impl))
+                    for batch in case_batches(sel, scenario, transport, size, batching):
+                        for impl in sel.impls:
+                            if batch == 1 or impl == "cython":
+                                out.append(CaseKey(scenario, transport, mode, size, impl,
+                                                   batch))
     if not out:
         raise MatrixError("the selection names no case")
+    if asked and all(k.batch == 1 for k in out):
+        raise MatrixError(f"--batch {','.join(map(str, sel.batches or ()))}: batches apply "
+                          "to datagram stream cases (--scenario stream with udp4, udp6 or "
+                          "unix-dgram); the selection has none")
     return out

@@ -50,7 +50,7 @@ PROG = "fastsock-bench run"
 
 # pyperf settings of each preset: processes, values, warmups, and either a
 # minimum time per value (s) or fixed loops.  A worker process costs about
-# 0.3 s to start here, so the default's budget (<= 10 min for 144 cases on
+# 0.3 s to start here, so the default's budget (<= 10 min for 156 cases on
 # 2 cores) goes to processes, not long values: 8 processes per case (the
 # unit compare tests on) x 3 values of >= 20 ms.  --quick fixes the loops,
 # which skips pyperf's calibration process: a smoke run, not a measurement.
@@ -83,6 +83,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", help=f"{','.join(M.MODES)} (default: all)")
     g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes)")
     g.add_argument("--impl", help=f"{','.join(M.IMPLS)} (default: both)")
+    g.add_argument("--batch", help="datagrams per syscall of datagram stream cases, e.g. 1,32"
+                   " (default: the preset's; > 1 is compiled only: sendmmsg)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
@@ -139,6 +141,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         impls=lst(args.impl, M.IMPLS, "impl"),
         sizes=M.parse_sizes(args.size) if args.size else None,
         preset=args.preset,
+        batches=M.parse_batches(args.batch) if args.batch else None,
     )
     available = T.available()
     if getattr(args, "remote", None):  # the server's address family; no Unix
@@ -147,15 +150,20 @@ def make_plan(args: argparse.Namespace) -> Plan:
     # transports are "asked explicitly" (a missing one is then an error)
     explicit = bool(args.transport) and args.transport.strip() != "all"
     cases = M.cases(sel, max_dgram=T.max_datagrams(), available=available,
-                    explicit_transports=explicit)
+                    explicit_transports=explicit, batching=_batching())
     forward: list[str] = []
-    for flag in ("scenario", "transport", "mode", "size", "impl", "remote"):
+    for flag in ("scenario", "transport", "mode", "size", "impl", "remote", "batch"):
         value = getattr(args, flag)
         if value:
             forward += [f"--{flag}", value]
     if args.preset != "default":
         forward.append(f"--{args.preset}")
     return Plan(sel, cases, forward)
+
+
+def _batching() -> bool:
+    """The compiled loops are here and batch (sendmmsg/recvmmsg: Linux)."""
+    return bool(getattr(fastsock.implementations().get("cython"), "HAVE_MMSG", False))
 
 
 def case_metadata(key: CaseKey) -> dict[str, Any]:
