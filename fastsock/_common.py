@@ -45,6 +45,15 @@ and an empty datagram means "end":
     early on an empty datagram or when none arrives for ``timeout``
     seconds (UDP loses: this is the bound on waiting, not an error).
     Returns datagrams received (the empty one not counted).
+``dgram_echo(sock, size, mode, timeout=DEFAULT_TIMEOUT) -> int``
+    Echo datagrams until an empty one (echoed too) or ``timeout`` idle.
+    Returns datagrams echoed (the empty one not counted).
+``dgram_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None, pattern=False) -> tuple[int, int]``
+    ``count`` rounds: send a datagram whose first byte is the round number
+    mod 256, wait up to ``timeout`` for the reply carrying that byte
+    (stale replies are dropped); no reply in time counts the round lost.
+    Returns ``(completed, lost)``; samples of completed rounds are written
+    contiguously to ``samples[0:completed]``.
 
 Batching (``batch``, datagrams per syscall, 1 to ``MAX_BATCH``): 1 is one
 ``send``/``recv`` per datagram, in both twins.  ``batch > 1`` uses Linux's
@@ -66,15 +75,6 @@ timeouts.  An empty datagram inside a batch ends ``dgram_recv``; the
 datagrams before it count, those after it in the same batch are consumed
 and dropped.  Results, ``pattern`` and ``verify`` are the same as with
 ``batch=1``.
-``dgram_echo(sock, size, mode, timeout=DEFAULT_TIMEOUT) -> int``
-    Echo datagrams until an empty one (echoed too) or ``timeout`` idle.
-    Returns datagrams echoed (the empty one not counted).
-``dgram_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None, pattern=False) -> tuple[int, int]``
-    ``count`` rounds: send a datagram whose first byte is the round number
-    mod 256, wait up to ``timeout`` for the reply carrying that byte
-    (stale replies are dropped); no reply in time counts the round lost.
-    Returns ``(completed, lost)``; samples of completed rounds are written
-    contiguously to ``samples[0:completed]``.
 
 Modes (what each call does when the kernel is not ready):
 
