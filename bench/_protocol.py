@@ -22,7 +22,9 @@ answers the port of the server's data socket (``"port"``).  TCP: the
 client connects to it and the server answers a second line,
 ``{"ok": true, "ready": true}``, once it has accepted that connection.
 UDP: the server's socket is already connected to the client's ``udp_port``
-(at the control connection's address), so the first answer means ready.
+(at the control connection's address), so the first answer means ready;
+it also says the server's ``"impl"`` and ``"peer_batch"`` (datagrams per
+receive call; absent from older servers: 1).
 Any error is one ``{"ok": false}`` line, then the server closes.
 
 Authentication: with a token configured the server's greeting says

@@ -182,10 +182,11 @@ def hello(remote: str, token: str | None = None, family: int = socket.AF_UNSPEC)
 class RemotePeer:
     """``bench._peer.Peer``'s interface over a server's control connection."""
 
-    def __init__(self, ctl: socket.socket, where: str, impl: str) -> None:
+    def __init__(self, ctl: socket.socket, where: str, impl: str, batch: int = 1) -> None:
         self.ctl = ctl
         self.where = where
         self.impl = impl
+        self.batch = batch  # the server's datagrams per receive call (UDP stream)
         self.cpu: int | None = None  # the server places its own threads
         self.pid = -1  # no local process: nothing to wait for or signal
         self._quit = False
@@ -339,8 +340,9 @@ def open_case(remote: str, key: CaseKey, token: str | None = None, watch: bool =
             raise RemoteError(f"fastsock server at {where}: unexpected data after the handshake")
         data.settimeout(None)
         ctl.settimeout(None)
-        impl = answer.get("impl")
-        peer = RemotePeer(ctl, where, impl if isinstance(impl, str) else "unknown")
+        impl, batch = answer.get("impl"), answer.get("peer_batch", 1)  # older servers: 1
+        peer = RemotePeer(ctl, where, impl if isinstance(impl, str) else "unknown",
+                          batch if isinstance(batch, int) and not isinstance(batch, bool) else 1)
         if watch and beats:
             peer.watch()
         return data, peer

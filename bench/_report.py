@@ -28,6 +28,9 @@ impl               str    measured side: ``cython`` or ``python`` (the
 batch              int    datagrams per syscall (1 when absent: schema 1)
 peer_impl          str    the peer's implementation (absent for connect,
                           which plays both ends itself)
+peer_batch         int    datagrams per receive call of the peer (datagram
+                          stream only; recvmmsg when > 1; absent in older
+                          reports, whose peer took one per recv)
 fastsock_schema    int    this schema's version
 fastsock_version   str    fastsock's version
 fastsock_commit    str    git commit of the measured tree ("unknown" if none)

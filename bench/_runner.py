@@ -86,6 +86,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    " connect cases carry no payload: size 0 always)")
     g.add_argument("--impl", help=f"{','.join(M.ALL_IMPLS)} (default: the twins and"
                    " asyncio-*; --full adds uvloop-* when installed)")
+    g.add_argument("--batch", help="datagrams per syscall of datagram stream cases, e.g. 1,32"
+                   " (default: the preset's; > 1 is compiled only: sendmmsg)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
@@ -147,6 +149,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         impls=M.select_impls(args.impl, args.preset, M.uvloop_installed()),
         sizes=M.parse_sizes(args.size) if args.size else None,
         preset=args.preset,
+        batches=M.parse_batches(args.batch) if args.batch else None,
     )
     available = T.available()
     if getattr(args, "remote", None):  # the server's address family; no Unix
@@ -156,10 +159,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     explicit = bool(args.transport) and args.transport.strip() != "all"
     sel = _connect_is_local(sel, args)
     cases = M.cases(sel, max_dgram=T.max_datagrams(), available=available,
-                    explicit_transports=explicit,
+                    explicit_transports=explicit, batching=_batching(),
                     explicit_scenarios=_named(args.scenario), explicit_modes=_named(args.mode))
     forward: list[str] = []
-    for flag in ("scenario", "transport", "mode", "size", "impl", "remote"):
+    for flag in ("scenario", "transport", "mode", "size", "impl", "remote", "batch"):
         value = getattr(args, flag)
         if value:
             forward += [f"--{flag}", value]
@@ -183,6 +186,11 @@ def _connect_is_local(sel: M.Selection, args: argparse.Namespace) -> M.Selection
     from dataclasses import replace
 
     return replace(sel, scenarios=tuple(s for s in sel.scenarios if s != "connect"))
+
+
+def _batching() -> bool:
+    """The compiled loops are here and batch (sendmmsg/recvmmsg: Linux)."""
+    return bool(getattr(fastsock.implementations().get("cython"), "HAVE_MMSG", False))
 
 
 def case_metadata(key: CaseKey) -> dict[str, Any]:

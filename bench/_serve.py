@@ -358,7 +358,7 @@ class Server:
             pass
 
     def _case(self, c: Conn, req: dict[str, Any]) -> None:
-        from bench._peer import _peer_main
+        from bench._peer import _peer_main, peer_batch
 
         transport, scenario = req["transport"], req["scenario"]
         mode, size = req["mode"], req["size"]
@@ -378,7 +378,8 @@ class Server:
             data.bind(_with_port(local, 0))
             data.connect(_with_port(peer, req["udp_port"]))
             c.sock.sendall(P.encode({"ok": True, "port": data.getsockname()[1],
-                                     "impl": fastsock.IMPLEMENTATION}))
+                                     "impl": fastsock.IMPLEMENTATION,
+                                     "peer_batch": peer_batch(fastsock)}))
         else:
             accepted = self._accept_data(c, local, peer)
             if accepted is None:

@@ -75,6 +75,10 @@ def render_report(report: Report) -> str:
             headers = ["transport", "mode", "size", "impl", "RTT µs", "p99 µs",
                        "CPU µs/rt", "loss", "speedup"]
             title = "pingpong round-trip time (mean; p99 over round trips)"
+        if any(c.key.batch != 1 for c in cases):  # datagrams per syscall
+            headers.insert(4, "batch")
+            for row, c in zip(rows, cases):
+                row.insert(4, str(c.key.batch))
         parts.append(f"{title}\n{_table(headers, rows)}")
     connect = _connect_table(report, sp)
     if connect:

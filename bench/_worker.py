@@ -15,7 +15,9 @@ throughput, the peer's confirmation that it received everything:
 * stream over datagrams: the same, then end with empty datagrams (resent
   until the peer answers, since UDP may drop one) and return
   ``elapsed * loops / delivered``, so pyperf's value is seconds per
-  *delivered* datagram, never the send rate;
+  *delivered* datagram, never the send rate; the case's ``batch`` goes to
+  ``dgram_send`` (sendmmsg above 1), and the peer's own batch is recorded
+  as ``peer_batch``;
 * pingpong: ``*_pingpong`` with per-round-trip samples (both twins pay for
   sampling alike);
 * connect: no peer and no pair: a listener (:class:`bench._transports.Listener`)
@@ -203,7 +205,13 @@ class Case:
         if key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         self._setup_event_loop()
+        self._note_peer_batch()
         _CASE_META.update(self.meta)
+
+    def _note_peer_batch(self) -> None:
+        """A datagram stream's peer receives ``peer_batch`` datagrams per call."""
+        if self.dgram and self.key.scenario == "stream":
+            self.meta["peer_batch"] = getattr(self.peer, "batch", 1)
 
     def _setup_connect(self) -> None:
         """A listener only: the loop is both ends, there is no peer (the
@@ -232,6 +240,7 @@ class Case:
         if self.key.transport in ("tcp4", "tcp6"):
             self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         self._setup_event_loop()
+        self._note_peer_batch()
         _CASE_META.update(self.meta)
 
     def _setup_event_loop(self) -> None:
@@ -396,7 +405,8 @@ class Case:
         peer.answer(CASE_TIMEOUT, expect=b"A")
         c0 = time.process_time()
         t0 = time.perf_counter()
-        self.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        self.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT,
+                              batch=self.key.batch)
         # End markers until the peer answers: one may be dropped like data.
         deadline = time.perf_counter() + CASE_TIMEOUT
         while not peer.ready():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from fastsock._common import DEFAULT_TIMEOUT, MODES, UDP4_MAX, UDP6_MAX
+from fastsock._common import DEFAULT_TIMEOUT, MAX_BATCH, MODES, UDP4_MAX, UDP6_MAX
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,9 @@ else:
         from fastsock import _pyloops as _impl  # type: ignore[no-redef]
 
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
+# The loaded loops batch datagrams (dgram_send/dgram_recv with batch > 1):
+# the compiled ones on Linux (sendmmsg/recvmmsg); never the Python twin.
+HAVE_MMSG: bool = _impl.HAVE_MMSG
 LOOP_NAMES = (
     "stream_send",
     "stream_recv",
@@ -69,8 +72,10 @@ def implementations() -> dict[str, object]:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "HAVE_MMSG",
     "IMPLEMENTATION",
     "LOOP_NAMES",
+    "MAX_BATCH",
     "MODES",
     "UDP4_MAX",
     "UDP6_MAX",

@@ -38,9 +38,9 @@ Stream sockets (TCP, Unix stream):
 Datagram sockets (UDP, Unix datagram); datagram payloads are >= 1 byte,
 and an empty datagram means "end":
 
-``dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False) -> int``
+``dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False, batch=1) -> int``
     Send ``count`` datagrams of ``size`` bytes.  Returns datagrams sent.
-``dgram_recv(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, verify=False) -> int``
+``dgram_recv(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, verify=False, batch=1) -> int``
     Receive up to ``count`` datagrams into a ``size``-byte buffer; stops
     early on an empty datagram or when none arrives for ``timeout``
     seconds (UDP loses: this is the bound on waiting, not an error).
@@ -68,6 +68,27 @@ socket and plays both ends itself, so the measure needs no peer:
     connected.  Modes: ``CONNECT_MODES`` (no ``spin``: on loopback the
     handshake completes inside ``connect``, there is nothing to spin on).
     Returns ``count``.
+
+Batching (``batch``, datagrams per syscall, 1 to ``MAX_BATCH``): 1 is one
+``send``/``recv`` per datagram, in both twins.  ``batch > 1`` uses Linux's
+``sendmmsg``/``recvmmsg`` and only the compiled twin has it (``HAVE_MMSG``
+of each twin, ``fastsock.HAVE_MMSG`` for the loaded one): the standard
+library has no such call, so the pure-Python twin, and the compiled one
+off Linux, raise ``ValueError`` before any I/O.  Batched, ``dgram_send``
+sends in calls of up to ``batch`` datagrams (the last call smaller; a
+call that sent only part of its datagrams is continued with the rest) and
+``dgram_recv`` takes up to ``min(batch, count - received)`` per call with
+``MSG_WAITFORONE`` (it waits for the first datagram only, never for a full
+batch).  Each call waits the mode's way, exactly as one ``send``/``recv``
+does (recvmmsg's own timeout argument is not used: it is only checked
+between datagrams).  One difference the kernel makes: a blocking
+``sendmmsg`` whose wait expires after it sent part of its batch returns
+that part (the error is dropped), and only the next call's wait reports
+it, so a stalled receiver ends a batched ``blocking`` send after up to two
+timeouts.  An empty datagram inside a batch ends ``dgram_recv``; the
+datagrams before it count, those after it in the same batch are consumed
+and dropped.  Results, ``pattern`` and ``verify`` are the same as with
+``batch=1``.
 
 Modes (what each call does when the kernel is not ready):
 
@@ -156,6 +177,10 @@ UDP6_MAX = 65527
 STREAM_MAX = 1 << 30
 # Address families connect_accept takes.
 CONNECT_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+
+# Largest batch (datagrams per sendmmsg/recvmmsg): the kernel caps vlen at
+# UIO_MAXIOV (1024) anyway; the receiver's buffer is batch * size bytes.
+MAX_BATCH = 1024
 
 
 def _fd(sock: socket.socket) -> int:
@@ -265,6 +290,22 @@ def not_accepted(index: int, got: int, want: int) -> ValueError:
     what = "nothing (EOF)" if got < 0 else f"byte {got}"
     return ValueError(f"connection {index}: the accepted socket received {what}, "
                       f"expected byte {want}")
+
+def check_batch(batch: object, mmsg: bool, impl: str) -> int:
+    """Datagrams per syscall, 1 to MAX_BATCH; ``batch > 1`` needs a twin
+    with sendmmsg/recvmmsg (``mmsg``): else ValueError, before any I/O."""
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise TypeError(f"batch must be an int, got {type(batch).__name__}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise ValueError(f"batch must be 1 to {MAX_BATCH} datagrams per call, got {batch}")
+    if batch > 1 and not mmsg:
+        if impl == "python":
+            raise ValueError(
+                f"batch={batch}: Python's socket module has no sendmmsg/recvmmsg; "
+                "only the compiled loops (fastsock._loops) batch"
+            )
+        raise ValueError(f"batch={batch} needs sendmmsg/recvmmsg, which only Linux has")
+    return batch
 
 
 def check_total(total: object) -> int:

@@ -40,18 +40,29 @@ can wait or take the kernel's time (``socket``, ``connect``, ``accept4``,
 The two fds of a connection live in one array that every exit path
 closes, so an error or a KeyboardInterrupt leaks nothing.
 
-Limits: no sendmmsg/recvmmsg batching yet.  In ``blocking`` mode the only
-bound is SO_RCVTIMEO per call, so a ``dgram_pingpong`` round that drops a
-stale reply can wait up to one more timeout; the other modes bound the
-round itself.
+Batching (``dgram_send``/``dgram_recv`` with ``batch > 1``, Linux):
+``sendmmsg``/``recvmmsg`` go through the same ``_io`` as ``send``/``recv``
+(ops ``MSEND``/``MRECV``: the count is datagrams, not bytes), so each call
+waits the mode's way and signals are handled as for one datagram:
+``PyErr_CheckSignals`` after every call, EINTR retried.  ``recvmmsg`` gets
+``MSG_WAITFORONE`` (wait for the first datagram, take what else is queued)
+and no timeout of its own: that argument is only checked between
+datagrams, so it cannot bound a wait.  ``batch=1`` keeps the one-datagram
+path and its ``send``/``recv`` syscalls untouched.
+
+Limits: in ``blocking`` mode the only bound is SO_RCVTIMEO per call, so a
+``dgram_pingpong`` round that drops a stale reply can wait up to one more
+timeout; the other modes bound the round itself.
 """
 
 from libc.stdint cimport int64_t
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
 
 from fastsock.includes.system cimport (
-    CLOCK_MONOTONIC, EAGAIN, EINTR, EWOULDBLOCK, POLLIN, POLLOUT,
-    clock_gettime, errno, poll, pollfd, recv, send, strerror, timespec,
+    CLOCK_MONOTONIC, EAGAIN, EINTR, EWOULDBLOCK, FASTSOCK_HAVE_MMSG,
+    MSG_WAITFORONE, POLLIN, POLLOUT, clock_gettime, errno, iovec, mmsghdr,
+    poll, pollfd, recv, recvmmsg, send, sendmmsg, strerror, timespec,
 )
 from fastsock.includes.system cimport (
     ECONNRESET, EINPROGRESS, FIONBIO, POLLERR, SO_ERROR, SO_SNDTIMEO, SOCK_CLOEXEC,
@@ -65,6 +76,7 @@ from fastsock._common import (
     PATTERN_PERIOD,
     SPIN_CHECK,
     _timeval,
+    check_batch,
     check_connect_mode,
     check_dgram,
     check_listener,
@@ -82,6 +94,8 @@ from fastsock._common import (
 )
 
 IMPLEMENTATION = "cython"
+# sendmmsg/recvmmsg are there (Linux): dgram_send/dgram_recv take batch > 1.
+HAVE_MMSG = bool(FASTSOCK_HAVE_MMSG)
 
 # check_mode returns an index into MODES; these are those indices.
 cdef enum:
@@ -97,6 +111,8 @@ if MODES != ("blocking", "timeout", "nonblocking", "spin"):
 ctypedef enum Op:
     RECV
     SEND
+    MRECV  # recvmmsg: buf is an mmsghdr array, n its length, the result datagrams
+    MSEND  # sendmmsg: likewise
 
 cdef enum:
     # _io's result when the wait's bound passed (a byte count is >= 0).
@@ -137,7 +153,12 @@ cdef inline bint _again(int err) noexcept nogil:
 cdef inline ssize_t _sys(int fd, Op op, char* buf, size_t n) noexcept nogil:
     if op == SEND:
         return send(fd, buf, n, 0)
-    return recv(fd, buf, n, 0)
+    if op == RECV:
+        return recv(fd, buf, n, 0)
+    if op == MSEND:
+        return sendmmsg(fd, <mmsghdr*>buf, <unsigned int>n, 0)
+    # the first datagram waits the mode's way, the rest are what is queued
+    return recvmmsg(fd, <mmsghdr*>buf, <unsigned int>n, MSG_WAITFORONE, NULL)
 
 
 cdef ssize_t _call(int fd, Op op, char* buf, size_t n, int* err) except -2:
@@ -179,10 +200,11 @@ cdef int _wait(int fd, short events, int64_t deadline, int64_t rest) except -1:
 
 cdef Py_ssize_t _io(int fd, Op op, char* buf, size_t n, int mode,
                     int64_t timeout_ns) except -2:
-    """One send or recv done the mode's way: the byte count, or EXPIRED."""
+    """One send or recv done the mode's way: the byte count (datagrams for
+    MSEND/MRECV), or EXPIRED."""
     cdef ssize_t r = 0
     cdef int err = 0
-    cdef short events = POLLOUT if op == SEND else POLLIN
+    cdef short events = POLLOUT if op == SEND or op == MSEND else POLLIN
     cdef int64_t deadline = 0
     cdef int64_t rest
     cdef unsigned long long tries = 0  # never wraps: no deadline reset
@@ -307,6 +329,87 @@ cdef int _check_datagram(const unsigned char* p, Py_ssize_t n) except -1:
 
 cdef inline int64_t _ns(double seconds) noexcept:
     return <int64_t>(seconds * NS_PER_S)
+
+
+cdef class _MsgVec:
+    """``n`` mmsghdr for sendmmsg/recvmmsg, each with one iovec of ``length``
+    bytes whose base the caller sets; freed with the object."""
+
+    cdef mmsghdr* msgs
+    cdef iovec* iov
+
+    def __cinit__(self, unsigned int n, Py_ssize_t length):
+        cdef unsigned int j
+        self.msgs = <mmsghdr*>PyMem_Calloc(n, sizeof(mmsghdr))
+        self.iov = <iovec*>PyMem_Calloc(n, sizeof(iovec))
+        if self.msgs == NULL or self.iov == NULL:
+            raise MemoryError()
+        for j in range(n):  # no address, no control data: a connected socket
+            self.iov[j].iov_len = length
+            self.msgs[j].msg_hdr.msg_iov = &self.iov[j]
+            self.msgs[j].msg_hdr.msg_iovlen = 1
+
+    def __dealloc__(self):
+        PyMem_Free(self.msgs)
+        PyMem_Free(self.iov)
+
+
+cdef int _send_batches(int fd, long long n_msgs, char* base, Py_ssize_t sz,
+                       bint pat, unsigned int nb, int mode,
+                       int64_t timeout_ns) except -1:
+    """dgram_send's batched loop: sendmmsg calls of up to nb datagrams."""
+    cdef _MsgVec vec = _MsgVec(nb, sz)
+    cdef long long done = 0
+    cdef unsigned int k, j, sent
+    cdef Py_ssize_t r
+    cdef int first = 0  # datagram i starts the pattern at i % period
+    for j in range(nb):
+        vec.iov[j].iov_base = base
+    while done < n_msgs:
+        k = nb if n_msgs - done >= nb else <unsigned int>(n_msgs - done)
+        if pat:
+            for j in range(k):
+                vec.iov[j].iov_base = base + first
+                first += 1
+                if first == _period:
+                    first = 0
+        sent = 0
+        while sent < k:  # a call that sent part of its datagrams: the rest
+            r = _io(fd, MSEND, <char*>&vec.msgs[sent], k - sent, mode, timeout_ns)
+            if r == EXPIRED:
+                raise timed_out()
+            sent += <unsigned int>r
+            PyErr_CheckSignals()
+        done += k
+    return 0
+
+
+cdef long long _recv_batches(int fd, long long n_msgs, unsigned char* p,
+                             Py_ssize_t sz, bint ver, unsigned int nb, int mode,
+                             int64_t timeout_ns) except -1:
+    """dgram_recv's batched loop: recvmmsg calls of up to nb datagrams, each
+    into its own sz-byte slot of p; returns datagrams received."""
+    cdef _MsgVec vec = _MsgVec(nb, sz)
+    cdef long long got = 0
+    cdef unsigned int k, j, n
+    cdef Py_ssize_t r
+    for j in range(nb):
+        vec.iov[j].iov_base = p + <Py_ssize_t>j * sz
+    while got < n_msgs:
+        # never take more than count: what follows belongs to someone else
+        k = nb if n_msgs - got >= nb else <unsigned int>(n_msgs - got)
+        r = _io(fd, MRECV, <char*>vec.msgs, k, mode, timeout_ns)
+        if r == EXPIRED:  # idle for timeout (UDP loses)
+            break
+        for j in range(<unsigned int>r):
+            n = vec.msgs[j].msg_len
+            if n == 0:  # "end": what came before it counts
+                return got
+            if ver:
+                _check_datagram(p + <Py_ssize_t>j * sz, n)
+            got += 1
+        PyErr_CheckSignals()
+    return got
 
 
 # ------------------------------------------------------------ stream
@@ -445,9 +548,11 @@ def stream_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT,
 # ------------------------------------------------------------ datagram
 
 
-def dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False):
-    """Send count datagrams of size bytes; returns datagrams sent."""
+def dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False,
+               batch=1):
+    """Send count datagrams of size bytes, batch per call; returns datagrams sent."""
     cdef int fd = check_dgram(sock, size, count)
+    cdef unsigned int nb = check_batch(batch, HAVE_MMSG, IMPLEMENTATION)
     cdef int m = check_mode(mode)
     cdef double t = check_timeout(timeout)
     configure(sock, mode, t)
@@ -460,6 +565,10 @@ def dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False):
     cdef char* base = <char*>&view[0]
     cdef int first = 0  # datagram i starts the pattern at i % period
     cdef long long i
+    if nb > 1:  # a vector no longer than count
+        _send_batches(fd, n_msgs, base, sz, pat,
+                      nb if nb < n_msgs else <unsigned int>n_msgs, m, tns)
+        return count
     for i in range(n_msgs):
         if _io(fd, SEND, base + first, sz, m, tns) == EXPIRED:
             raise timed_out()
@@ -471,9 +580,11 @@ def dgram_send(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, pattern=False):
     return count
 
 
-def dgram_recv(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, verify=False):
-    """Receive up to count datagrams; stops on an empty one or timeout idle."""
+def dgram_recv(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, verify=False,
+               batch=1):
+    """Receive up to count datagrams, batch per call; stops on an empty one or timeout idle."""
     cdef int fd = check_dgram(sock, size, count)
+    cdef unsigned int nb = check_batch(batch, HAVE_MMSG, IMPLEMENTATION)
     cdef int m = check_mode(mode)
     cdef double t = check_timeout(timeout)
     configure(sock, mode, t)
@@ -481,11 +592,15 @@ def dgram_recv(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, verify=False):
     cdef bint ver = verify
     cdef long long n_msgs = count
     cdef Py_ssize_t sz = size
-    buf = bytearray(sz)
+    # batched: one size-byte slot per datagram of a call, no more than count
+    cdef unsigned int vlen = nb if nb < n_msgs else <unsigned int>n_msgs
+    buf = bytearray(sz * vlen) if nb > 1 else bytearray(sz)
     cdef unsigned char[::1] view = buf
     cdef unsigned char* p = &view[0]
     cdef long long got = 0
     cdef Py_ssize_t r
+    if nb > 1:
+        return _recv_batches(fd, n_msgs, p, sz, ver, vlen, m, tns)
     while got < n_msgs:
         r = _io(fd, RECV, <char*>p, sz, m, tns)
         if r == EXPIRED or r == 0:  # idle for timeout (UDP loses), or "end"

@@ -31,7 +31,8 @@ handlers when ``_accept()`` returns, before the new fd has an owner, so a
 Ctrl-C landing there loses that fd (the compiled loop has no such window).
 
 Limits: no batching (``sendmmsg``/``recvmmsg``): the standard library has
-no such call.
+no such call, so ``dgram_send``/``dgram_recv`` take ``batch=1`` only and
+refuse more with a ``ValueError`` before any I/O (``check_batch``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from fastsock._common import (
     PATTERN_PERIOD,
     SPIN_CHECK,
     _timeval,
+    check_batch,
     check_connect_mode,
     check_dgram,
     check_listener,
@@ -65,6 +67,8 @@ from fastsock._common import (
 )
 
 IMPLEMENTATION = "python"
+# No sendmmsg/recvmmsg in the socket module: batch=1 only.
+HAVE_MMSG = False
 
 _monotonic = time.monotonic
 _now_ns = time.perf_counter_ns  # CLOCK_MONOTONIC on Linux, as the compiled loops
@@ -345,9 +349,10 @@ def stream_pingpong(
 
 def dgram_send(
     sock: socket.socket, count: int, size: int, mode: str,
-    timeout: float = DEFAULT_TIMEOUT, pattern: bool = False,
+    timeout: float = DEFAULT_TIMEOUT, pattern: bool = False, batch: int = 1,
 ) -> int:
     check_dgram(sock, size, count)
+    check_batch(batch, HAVE_MMSG, IMPLEMENTATION)
     mode, timeout, tms = _setup(sock, mode, timeout)
     pat = memoryview(pattern_buffer(size)) if pattern else None
     msg = memoryview(bytearray(size))
@@ -399,9 +404,10 @@ def _check_datagram(buf: memoryview, n: int, pat: memoryview, index: int) -> Non
 
 def dgram_recv(
     sock: socket.socket, count: int, size: int, mode: str,
-    timeout: float = DEFAULT_TIMEOUT, verify: bool = False,
+    timeout: float = DEFAULT_TIMEOUT, verify: bool = False, batch: int = 1,
 ) -> int:
     check_dgram(sock, size, count)
+    check_batch(batch, HAVE_MMSG, IMPLEMENTATION)
     mode, timeout, tms = _setup(sock, mode, timeout)
     pat = memoryview(pattern_buffer(size)) if verify else None
     buf = memoryview(bytearray(size))

@@ -1,6 +1,8 @@
 """Runs each loop of one twin over one transport, for test_parity.py to trace.
 
 Usage: python strace_child.py IMPL TRANSPORT TMPDIR
+       python strace_child.py batch TRANSPORT TMPDIR   (the compiled twin's
+       dgram_send/dgram_recv at each of BATCHES, in every mode)
 
 For every mode and scenario it sets up a fresh pair and the peer, then runs
 the loop between two ``getppid()`` calls, the markers test_parity.py counts
@@ -149,7 +151,51 @@ def run(loops, transport: str, mode: str, scenario: str, tmpdir: str, k: int) ->
             "result": list(result) if isinstance(result, tuple) else result}
 
 
+# Batched runs: datagrams per run (a multiple of no batch: the last call is
+# smaller) and the batches.
+BATCH_N = 100
+BATCHES = (1, 8, 32)
+
+
+def run_batch(transport: str, mode: str, scenario: str, batch: int, tmpdir: str,
+              k: int) -> dict:
+    """The compiled dgram_send/dgram_recv at one batch, data waiting or room
+    for it all (no EAGAIN), between the markers."""
+    loops = fastsock.implementations()["cython"]
+    a, b = make_pair(transport, tmpdir, k)
+    msg = bytes(SIZE)
+    if scenario == "recv":
+        for _ in range(BATCH_N):
+            b.send(msg)
+    os.getppid()  # start marker
+    if scenario == "send":
+        result = loops.dgram_send(a, BATCH_N, SIZE, mode, TIMEOUT, batch=batch)
+    else:
+        result = loops.dgram_recv(a, BATCH_N, SIZE, mode, TIMEOUT, batch=batch)
+    os.getppid()  # end marker
+    if scenario == "send":
+        drain(b, False, BATCH_N)
+    a.close()
+    b.close()
+    return {"mode": mode, "scenario": scenario, "batch": batch, "n": BATCH_N,
+            "result": result}
+
+
+def main_batch(transport: str, tmpdir: str) -> None:
+    print(json.dumps({"tid": threading.get_native_id()}), flush=True)
+    k = 0
+    for mode in MODES:
+        for scenario in ("send", "recv"):
+            for batch in BATCHES:
+                print(json.dumps(run_batch(transport, mode, scenario, batch, tmpdir, k)),
+                      flush=True)
+                k += 1
+
+
 def main() -> None:
+    if sys.argv[1] == "batch":
+        main_batch(*sys.argv[2:4])
+        return
     impl, transport, tmpdir = sys.argv[1:4]
     loops = fastsock.implementations()[impl]
     # the markers' thread: test_parity.py counts only its syscalls

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import fastsock
 from bench import _matrix as M
 from bench import _runner as R
 from bench import _transports as T
@@ -32,9 +33,16 @@ def all_cases(preset: str = "full", **sel: Any) -> list[CaseKey]:
 
 
 def parse_name(name: str) -> CaseKey:
-    """The grammar, read back: scenario/transport/mode/size/impl."""
-    scenario, transport, mode, size, impl = name.split("/")
-    return CaseKey(scenario, transport, mode, int(size), impl)
+    """The grammar, read back: scenario/transport/mode/size/impl[/batchN]."""
+    fields = name.split("/")
+    scenario, transport, mode, size, impl = fields[:5]
+    batch = 1
+    if len(fields) == 6:
+        assert fields[5].startswith("batch") and fields[5] != "batch1", name
+        batch = int(fields[5][len("batch"):])
+    else:
+        assert len(fields) == 5, name
+    return CaseKey(scenario, transport, mode, int(size), impl, batch)
 
 
 def plan(argv: list[str]) -> R.Plan:
@@ -59,12 +67,14 @@ def test_every_name_follows_the_grammar_and_round_trips(preset: str) -> None:
     cases = all_cases(preset)
     for key in cases:
         fields = key.name.split("/")
-        assert fields == [key.scenario, key.transport, key.mode, str(key.size), key.impl]
+        batch = [] if key.batch == 1 else [f"batch{key.batch}"]
+        assert fields == [key.scenario, key.transport, key.mode, str(key.size), key.impl,
+                          *batch]
         assert parse_name(key.name) == key
         assert key.scenario in M.SCENARIOS and key.transport in M.TRANSPORTS
         assert key.mode in M.MODES and key.impl in M.IMPLS
         assert key.size >= 1 if key.scenario != "connect" else key.size == M.CONNECT_SIZE
-        assert key.batch == 1
+        assert 1 <= key.batch <= fastsock.MAX_BATCH
     assert len({k.name for k in cases}) == len(cases), "duplicate case names"
 
 
@@ -76,30 +86,38 @@ def test_metadata_carries_every_field_of_the_name() -> None:
             "size": key.size, "impl": key.impl,
         }
         assert isinstance(meta["size"], int)
-        assert meta["batch"] == 1
+        assert meta["batch"] == key.batch and isinstance(meta["batch"], int)
         assert isinstance(meta["fastsock_schema"], int) and meta["fastsock_schema"] >= 1
         # the name is built from the metadata, never the other way round
         assert parse_name(key.name) == CaseKey(meta["scenario"], meta["transport"],
-                                               meta["mode"], meta["size"], meta["impl"])
+                                               meta["mode"], meta["size"], meta["impl"],
+                                               meta["batch"])
 
 
 def test_the_matrix_is_the_full_product() -> None:
     """For the scenarios with a peer; connect has its own rules (below)."""
     cases = [c for c in all_cases("quick") if c.scenario in M.PEER_SCENARIOS]
-    assert len(cases) == len(M.PEER_SCENARIOS) * len(M.TRANSPORTS) * len(M.MODES) * len(M.IMPLS)
-    assert {(c.scenario, c.transport, c.mode, c.impl) for c in cases} == {
+    plain = [c for c in cases if c.batch == 1]
+    assert len(plain) == len(M.PEER_SCENARIOS) * len(M.TRANSPORTS) * len(M.MODES) * len(M.IMPLS)
+    assert {(c.scenario, c.transport, c.mode, c.impl) for c in plain} == {
         (s, t, m, i) for s in M.PEER_SCENARIOS for t in M.TRANSPORTS for m in M.MODES
         for i in M.IMPLS
     }
+    # plus the datagram stream cases at batch 32, compiled
+    assert {(c.scenario, c.transport, c.mode, c.impl, c.batch) for c in cases
+            if c.batch != 1} == {("stream", t, m, "cython", 32)
+                                 for t in M.DGRAM_TRANSPORTS for m in M.MODES}
 
 
 @pytest.mark.parametrize("impls", [("cython", "python"), ("python", "cython")])
 def test_the_two_impls_of_a_case_are_adjacent(impls: tuple[str, ...]) -> None:
     cases = all_cases("full", impls=impls)
-    assert len(cases) % 2 == 0
-    for a, b in zip(cases[0::2], cases[1::2]):
-        assert (a.impl, b.impl) == impls
-        assert b == a.other_impl(b.impl)
+    plain = [k for k in cases if k.batch == 1]  # batch > 1: compiled only, alone
+    assert len(plain) % 2 == 0
+    pos = {k: i for i, k in enumerate(cases)}
+    for k in plain:
+        if k.impl == impls[0]:
+            assert pos[k.other_impl(impls[1])] == pos[k] + 1
 
 
 # ------------------------------------------------------------ presets
@@ -459,3 +477,143 @@ def test_connect_cases_only_for_the_twins() -> None:
     cases = M.cases(sel, max_dgram={})
     assert cases
     assert {c.impl for c in cases} == set(M.IMPLS)
+
+
+# ------------------------------------------------------------ batch
+
+
+def batches_of(cases: list[CaseKey], transport: str, mode: str, size: int,
+               scenario: str = "stream") -> dict[str, list[int]]:
+    """{impl: batches} of one (scenario, transport, mode, size)."""
+    out: dict[str, list[int]] = {}
+    for c in cases:
+        if (c.scenario, c.transport, c.mode, c.size) == (scenario, transport, mode, size):
+            out.setdefault(c.impl, []).append(c.batch)
+    return out
+
+
+@pytest.mark.parametrize("preset", ["quick", "default"])
+def test_quick_and_default_add_batch_32_at_64_bytes_compiled_only(preset: str) -> None:
+    cases = all_cases(preset)
+    for t in M.TRANSPORTS:
+        for mode in M.MODES:
+            want = {"cython": [1, 32], "python": [1]} if t in M.DGRAM_TRANSPORTS else \
+                {"cython": [1], "python": [1]}
+            assert batches_of(cases, t, mode, 64) == want, (t, mode)
+            assert batches_of(cases, t, mode, 64, "pingpong") == {"cython": [1], "python": [1]}
+    # the other sizes stay as they were
+    assert {c.batch for c in cases if c.size != 64} <= {1}
+
+
+def test_default_preset_count() -> None:
+    cases = all_cases("default")
+    assert len([c for c in cases if c.batch == 1]) == 144
+    assert len([c for c in cases if c.batch != 1]) == 3 * 4  # dgram transports x modes
+
+
+def test_full_batches_datagram_stream_up_to_16_kib() -> None:
+    cases = all_cases("full")
+    for t in sorted(M.DGRAM_TRANSPORTS):
+        for mode in M.MODES:
+            for size in sizes_of(cases, "stream", t):
+                want = [1, 8, 32] if size <= M.FULL_BATCH_UP_TO else [1]
+                assert batches_of(cases, t, mode, size) == {"cython": want, "python": [1]}
+    assert M.FULL_BATCH_UP_TO == 16384
+    assert {c.batch for c in cases if c.scenario == "pingpong"} == {1}
+    assert {c.batch for c in cases if c.transport not in M.DGRAM_TRANSPORTS} == {1}
+
+
+def test_batch_cases_are_compiled_only_and_follow_batch_1() -> None:
+    cases = all_cases("default", impls=("python", "cython"))
+    for i, k in enumerate(cases):
+        if k.batch != 1:
+            assert k.impl == "cython"
+            before = cases[i - 1]
+            assert (before.scenario, before.transport, before.mode, before.size) == \
+                (k.scenario, k.transport, k.mode, k.size) and before.batch < k.batch
+
+
+def test_explicit_batches_replace_the_presets() -> None:
+    cases = all_cases("default", batches=(1, 8), transports=("udp4", "tcp4"),
+                      modes=("spin",))
+    assert batches_of(cases, "udp4", "spin", 64) == {"cython": [1, 8], "python": [1]}
+    assert batches_of(cases, "udp4", "spin", 16384) == {"cython": [1, 8], "python": [1]}
+    assert batches_of(cases, "tcp4", "spin", 64) == {"cython": [1], "python": [1]}
+    only = all_cases("default", batches=(32,), transports=("unix-dgram",), sizes=(64,),
+                     scenarios=("stream", "pingpong"))
+    assert {(c.scenario, c.impl, c.batch) for c in only} == {
+        ("stream", "cython", 32), ("pingpong", "cython", 1), ("pingpong", "python", 1)}
+    assert [c.batch for c in all_cases("quick", batches=(1,)) if c.batch != 1] == []
+
+
+def test_batch_with_python_only_is_one_line_about_sendmmsg() -> None:
+    for batches in ((8,), (1, 8)):
+        with pytest.raises(M.MatrixError) as exc:
+            all_cases("quick", batches=batches, impls=("python",))
+        msg = one_line_error(exc)
+        assert "--batch" in msg and "sendmmsg" in msg and "Python" in msg
+    # batch 1 is every twin's; the presets' batches simply skip Python
+    assert {c.impl for c in all_cases("quick", batches=(1,), impls=("python",))} == {"python"}
+    assert {c.batch for c in all_cases("default", impls=("python",))} == {1}
+
+
+def test_batch_without_a_datagram_stream_case_is_an_error() -> None:
+    for sel in ({"transports": ("tcp4", "unix-stream")}, {"scenarios": ("pingpong",)}):
+        with pytest.raises(M.MatrixError) as exc:
+            all_cases("quick", batches=(8,), **sel)
+        assert "datagram stream" in one_line_error(exc)
+
+
+def test_without_batching_presets_drop_batches_and_asking_is_an_error() -> None:
+    sel = M.Selection(preset="default")
+    cases = M.cases(sel, max_dgram=MAX_DGRAM, batching=False)
+    assert {c.batch for c in cases} == {1} and len(cases) == 144
+    with pytest.raises(M.MatrixError) as exc:
+        M.cases(M.Selection(preset="quick", batches=(1, 32)), max_dgram=MAX_DGRAM,
+                batching=False)
+    assert "Linux" in one_line_error(exc)
+    ok = M.cases(M.Selection(preset="quick", batches=(1,)), max_dgram=MAX_DGRAM,
+                 batching=False)
+    assert {c.batch for c in ok} == {1}
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1", (1,)), ("32", (32,)), ("1,8,32", (1, 8, 32)), (" 8 , 1 ", (8, 1)),
+    ("8,8,1", (8, 1)), ("1024", (1024,)),
+])
+def test_parse_batches(text: str, value: tuple[int, ...]) -> None:
+    assert M.parse_batches(text) == value
+
+
+@pytest.mark.parametrize("text, why", [
+    ("0", "1 to 1024"), ("-1", "1 to 1024"), ("1025", "1 to 1024"), ("x", "whole number"),
+    ("1.5", "whole number"), ("8k", "whole number"), ("", "empty item"), ("1,", "empty item"),
+    ("1,,8", "empty item"),
+])
+def test_parse_batches_rejects(text: str, why: str) -> None:
+    with pytest.raises(M.MatrixError) as exc:
+        M.parse_batches(text)
+    assert why in one_line_error(exc)
+
+
+def test_batch_flag_through_the_runner() -> None:
+    p = plan(["--scenario", "stream", "--transport", "udp4,unix-dgram", "--mode", "blocking",
+              "--size", "64", "--batch", "1,32"])
+    assert [c.name for c in p.cases] == [
+        "stream/udp4/blocking/64/cython", "stream/udp4/blocking/64/python",
+        "stream/udp4/blocking/64/cython/batch32",
+        "stream/unix-dgram/blocking/64/cython", "stream/unix-dgram/blocking/64/python",
+        "stream/unix-dgram/blocking/64/cython/batch32",
+    ]
+    assert p.forward[p.forward.index("--batch") + 1] == "1,32"
+    with pytest.raises(M.MatrixError) as exc:
+        plan(["--batch", "8", "--impl", "python"])
+    assert "sendmmsg" in one_line_error(exc)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--batch", "1,8", "--transport", "udp4,tcp4"],
+    ["--full", "--batch", "32", "--transport", "unix-dgram"],
+])
+def test_workers_enumerate_the_same_batched_cases(argv: list[str]) -> None:
+    test_workers_enumerate_the_same_cases(argv)

@@ -109,16 +109,18 @@ def parse(text: str, tid: int) -> list[Calls]:
     return runs
 
 
-def trace(impl: str, transport: str, workdir: Path) -> dict[tuple[str, str], tuple[dict, Calls]]:
-    out = workdir / f"{impl}-{transport}.strace"
-    sockdir = workdir / f"{impl}-{transport}"
+def traced_child(first: str, transport: str, workdir: Path) -> list[tuple[dict, Calls]]:
+    """Run ``strace_child.py FIRST TRANSPORT DIR`` under strace: each run's
+    info line with its calls."""
+    out = workdir / f"{first}-{transport}.strace"
+    sockdir = workdir / f"{first}-{transport}"
     sockdir.mkdir()
     env = dict(os.environ)
     # the child imports the fastsock this session imported
     pkg_parent = str(Path(fastsock.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = ["strace", "-f", "-qq", "-s", "0", "-e", f"trace={TRACED}", "-o", str(out),
-           sys.executable, str(CHILD), impl, transport, str(sockdir)]
+           sys.executable, str(CHILD), first, transport, str(sockdir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=STRACE_TIMEOUT)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}"
@@ -126,9 +128,15 @@ def trace(impl: str, transport: str, workdir: Path) -> dict[tuple[str, str], tup
     tid = lines[0]["tid"]
     infos = lines[1:]
     runs = parse(out.read_text(), tid)
-    assert len(runs) == len(infos) == len(MODES) * len(SCENARIOS), (len(runs), len(infos))
+    assert len(runs) == len(infos), (len(runs), len(infos))
     assert os.listdir(sockdir) == [], "the child left socket files behind"
-    return {(i["mode"], i["scenario"]): (i, c) for i, c in zip(infos, runs)}
+    return list(zip(infos, runs))
+
+
+def trace(impl: str, transport: str, workdir: Path) -> dict[tuple[str, str], tuple[dict, Calls]]:
+    runs = traced_child(impl, transport, workdir)
+    assert len(runs) == len(MODES) * len(SCENARIOS), len(runs)
+    return {(i["mode"], i["scenario"]): (i, c) for i, c in runs}
 
 
 @pytest.fixture(scope="session")
@@ -203,6 +211,48 @@ def test_same_syscalls_per_message(twins, traces, transport, mode, scenario):
             assert waits == 0, f"spin mode polled: {where}"
     if mode in ("blocking", "timeout"):
         assert cy.waits == py.waits, "different waits" + detail
+
+
+# ------------------------------------------------------------ batching
+
+
+@pytest.fixture(scope="session")
+def batch_traces(tmp_path_factory: pytest.TempPathFactory):
+    """The compiled dgram_send/dgram_recv over udp4 at batch 1, 8 and 32,
+    in every mode (strace_child.py batch), by (mode, scenario, batch)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (apt-get install strace)")
+    loops = fastsock.implementations().get("cython")
+    if loops is None or not loops.HAVE_MMSG:
+        pytest.skip("no batching here: the compiled loops with sendmmsg/recvmmsg "
+                    "(Linux) are needed")
+    runs = traced_child("batch", "udp4", tmp_path_factory.mktemp("strace-batch"))
+    return {(i["mode"], i["scenario"], i["batch"]): (i, c) for i, c in runs}
+
+
+@pytest.mark.parametrize("batch", (1, 8, 32))
+@pytest.mark.parametrize("scenario", ("send", "recv"))
+def test_batch_makes_one_call_per_batch(batch_traces, mode, scenario, batch):
+    """batch B: ceil(n / B) sendmmsg (recvmmsg) calls, the last one smaller,
+    and no send/recv; batch 1: today's one send (recv) per datagram.  The
+    mode's waits are those of one call, as for batch 1."""
+    info, c = batch_traces[(mode, scenario, batch)]
+    n = info["n"]
+    assert info["result"] == n, info
+    assert n % 8 and n % 32, "n must leave a smaller last batch"
+    one = {"send": "sendto", "recv": "recvfrom"}[scenario]
+    many = {"send": "sendmmsg", "recv": "recvmmsg"}[scenario]
+    want = Counter({one: n}) if batch == 1 else Counter({many: -(-n // batch)})
+    assert c.ok == want, describe(c)
+    assert not c.failed, describe(c)
+    tries = sum(c.ok.values()) + sum(c.again.values())
+    waits = sum(c.waits.values())
+    if mode in ("blocking", "spin"):
+        assert waits == 0, describe(c)
+    elif mode == "timeout":
+        assert waits == tries, describe(c)
+    else:
+        assert waits == sum(c.again.values()), describe(c)
 
 
 # ------------------------------------------------------------ the API

@@ -10,9 +10,9 @@ structure (exit codes, one-line errors, the report's schema, the summary's
 units, nothing left behind), never speed: the suite runs on noisy 2-core
 machines.
 
-* one real run (16 cases, both scenarios, a stream and a datagram
-  transport, two modes, both twins) shared by the report, metadata,
-  summary and pyperf-tool tests;
+* one real run (18 cases, both scenarios, a stream and a datagram
+  transport, two modes, both twins, and the datagram stream at batch 32)
+  shared by the report, metadata, summary and pyperf-tool tests;
 * ``--list``, the refusal to overwrite, bad input, the pure-Python switch;
 * SIGINT and SIGTERM during a run: 130 / 143, the finished cases saved,
   no process left;
@@ -310,7 +310,8 @@ def test_run_exits_0_with_progress(smoke: Smoke) -> None:
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr + p.stdout
     n = len(smoke.names)
-    assert n == (16 if not PURE else 8)
+    assert n == (18 if not PURE else 8)  # quick: + unix-dgram stream batch 32, compiled
+    assert sum(name.endswith("/batch32") for name in smoke.names) == (0 if PURE else 2)
     assert p.stdout.startswith(f"fastsock-bench: {n} cases, preset quick, report out.json")
     assert progress(p.stdout) == {name: "ok" for name in smoke.names}
     for k in range(1, n + 1):
@@ -339,8 +340,15 @@ def test_benchmark_metadata(smoke: Smoke) -> None:
         assert not missing, f"{case.name} lacks {missing}"
         k = case.key
         assert (meta["scenario"], meta["transport"], meta["mode"], meta["size"],
-                meta["impl"]) == (k.scenario, k.transport, k.mode, k.size, k.impl)
-        assert meta["batch"] == 1
+                meta["impl"], meta["batch"]) == (k.scenario, k.transport, k.mode, k.size,
+                                                 k.impl, k.batch)
+        assert k.batch == 1 or (k.impl, k.scenario, k.transport) == ("cython", "stream",
+                                                                      "unix-dgram")
+        if k.scenario == "stream" and k.transport in DGRAMS:
+            # the peer takes datagrams with recvmmsg wherever it is compiled
+            assert meta["peer_batch"] == (64 if fastsock.HAVE_MMSG else 1), case.name
+        else:
+            assert "peer_batch" not in meta, case.name
         assert meta["fastsock_schema"] == SCHEMA_VERSION
         assert meta["fastsock_version"] == fastsock.__version__
         assert meta["fastsock_loaded"] == fastsock.IMPLEMENTATION
@@ -398,10 +406,17 @@ def test_summary(smoke: Smoke) -> None:
     assert "pingpong round-trip time" in summary
     if not PURE:
         assert "speedup" in summary
-        # a speedup on every compiled row: both twins of each case ran
+        # a speedup on every compiled row with a Python twin (batch 1)
         rows = [ln for ln in summary.splitlines() if ln.split()[:1] in (["tcp4"], ["unix-dgram"])]
         assert len(rows) == len(smoke.names)
-        assert all(ln.rstrip().endswith("x") for ln in rows if " cython " in ln)
+        assert sum(ln.rstrip().endswith("x") for ln in rows) == \
+            sum(name.endswith("/cython") for name in smoke.names)
+        # batched rows say their batch in a column of the stream table
+        stream = summary[:summary.index("pingpong round-trip time")]
+        assert stream.splitlines()[1].split()[4] == "batch"
+        batched = [ln for ln in stream.splitlines()[3:] if ln.strip()
+                   and ln.split()[5] == "32"]
+        assert len(batched) == 2 and all(" cython " in ln for ln in batched)
     assert out.rstrip().endswith("report: out.json")
     assert f"{len(smoke.names)} of {len(smoke.names)} cases in " in out
 
@@ -496,6 +511,11 @@ BASE = [*SMALL_RUN, "-o", "out.json"]
     (["--min-time", "nan"], "--min-time"),
     (["-w", "-1"], "--warmups"),
     (["--bogus"], "--bogus"),
+    (["--batch", "8", "--impl", "python"], "Python's socket module has no"),
+    (["--batch", "8", "--impl", "python", "--transport", "udp4"], "sendmmsg"),
+    (["--batch", "0"], "batch '0'"),
+    (["--batch", "x"], "batch 'x'"),
+    (["--batch", "8", "--impl", "cython"], "datagram stream"),  # BASE: unix-stream
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, argv: list[str], says: str) -> None:
     w = where(tmp_path)
@@ -608,7 +628,7 @@ def test_dead_or_stopped_peer_fails_its_case_and_the_run_goes_on(
     # two cases; the first one's worker runs >= 2 x 0.5 s of timed calls, so
     # the fault, sent 0.1 s after its peer appears, lands inside the case
     argv = ["--quick", "--scenario", scenario, "--transport", transport,
-            "--mode", "blocking,nonblocking", "--impl", ONE_IMPL,
+            "--mode", "blocking,nonblocking", "--impl", ONE_IMPL, "--batch", "1",
             "-p", "1", "-n", "2", "-w", "0", "--min-time", "0.5",
             "-o", "out.json", "--no-html"]
     first, second = expected_names(argv)

@@ -380,10 +380,17 @@ def test_run_remote_end_to_end(server: ServerProcess, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     report = load_report(str(out))
     names = sorted(c.name for c in report.cases)
-    assert names == sorted(f"{s}/{t}/blocking/64/{IMPL}" for s in ("stream", "pingpong")
-                           for t in ("tcp4", "udp4"))
+    # the default preset's batch 32 at 64 B: a batched UDP sender, compiled
+    batched = ["stream/udp4/blocking/64/cython/batch32"] if IMPL == "cython" else []
+    assert names == sorted([f"{s}/{t}/blocking/64/{IMPL}" for s in ("stream", "pingpong")
+                            for t in ("tcp4", "udp4")] + batched)
     for case in report.cases:
         meta = case.metadata
+        if (case.key.scenario, case.key.transport) == ("stream", "udp4"):
+            # the server says how it receives (recvmmsg where it is compiled)
+            assert meta["peer_batch"] == (64 if meta["peer_impl"] == "cython" else 1)
+        else:
+            assert "peer_batch" not in meta
         assert meta["remote_address"] == server.address
         assert meta["remote_protocol"] == P.PROTOCOL
         assert meta["remote_cpu_count"] >= 1

@@ -13,10 +13,78 @@ cdef extern from "<string.h>" nogil:
     char* strerror(int errnum)
 
 
+cdef extern from "<time.h>" nogil:
+
+    ctypedef int clockid_t
+    ctypedef long time_t
+
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+
+    clockid_t CLOCK_MONOTONIC
+
+    int clock_gettime(clockid_t clk_id, timespec* tp)
+
+
+cdef extern from "<sys/uio.h>" nogil:
+
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+
+
 cdef extern from "<sys/socket.h>" nogil:
 
     ssize_t send(int sockfd, const void* buf, size_t len, int flags)
     ssize_t recv(int sockfd, void* buf, size_t len, int flags)
+
+    # Only the fields the loops set; the C compiler knows the real layout.
+    struct msghdr:
+        void* msg_name
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+
+    # sendmmsg/recvmmsg: Linux (glibc >= 2.14, musl), declared with
+    # _GNU_SOURCE, which Python.h defines; elsewhere the shim below.
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+
+    int MSG_WAITFORONE
+
+    int sendmmsg(int sockfd, mmsghdr* msgvec, unsigned int vlen, int flags)
+    int recvmmsg(int sockfd, mmsghdr* msgvec, unsigned int vlen, int flags,
+                 timespec* timeout)
+
+
+cdef extern from *:
+    """
+    /* fastsock: sendmmsg/recvmmsg exist on Linux only.  Elsewhere the
+       extension still builds: stubs that fail with ENOSYS, never called
+       because FASTSOCK_HAVE_MMSG (fastsock.HAVE_MMSG) is 0 there and the
+       loops refuse batch > 1 before any I/O. */
+    #if defined(__linux__)
+    #define FASTSOCK_HAVE_MMSG 1
+    #else
+    #define FASTSOCK_HAVE_MMSG 0
+    #include <errno.h>
+    #include <time.h>
+    struct mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; };
+    #ifndef MSG_WAITFORONE
+    #define MSG_WAITFORONE 0
+    #endif
+    static int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
+    { (void)fd; (void)v; (void)n; (void)flags; errno = ENOSYS; return -1; }
+    static int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags,
+                        struct timespec *t)
+    { (void)fd; (void)v; (void)n; (void)flags; (void)t; errno = ENOSYS; return -1; }
+    #endif
+    """
+    int FASTSOCK_HAVE_MMSG
 
 
 cdef extern from "<poll.h>" nogil:
@@ -32,20 +100,6 @@ cdef extern from "<poll.h>" nogil:
     short POLLOUT
 
     int poll(pollfd* fds, nfds_t nfds, int timeout)
-
-
-cdef extern from "<time.h>" nogil:
-
-    ctypedef int clockid_t
-    ctypedef long time_t
-
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-
-    clockid_t CLOCK_MONOTONIC
-
-    int clock_gettime(clockid_t clk_id, timespec* tp)
 
 
 # connect_accept: creating, connecting, accepting and closing sockets.
