@@ -25,8 +25,9 @@ every impl this machine has.
 Presets:
 ``quick``   every scenario, transport, mode and impl at 64 B (smoke run),
             plus datagram stream at batch 32
-``default`` representative sizes: stream 64 B and 64 KiB (16 KiB for
-            datagrams), pingpong 64 B; plus datagram stream 64 B at batch 32
+``default`` no IPv6 (:data:`PRESET_TRANSPORTS`); representative sizes:
+            stream 64 B and 64 KiB (16 KiB for datagrams), pingpong 64 B;
+            plus datagram stream 64 B at batch 32
 ``full``    every size: stream powers of 4 from 64 B to 1 MiB (datagrams up
             to the transport's maximum), pingpong 64 B to 64 KiB; datagram
             stream at batch 1, 8 and 32 up to 16 KiB
@@ -84,6 +85,17 @@ PRESETS = ("quick", "default", "full")
 
 DGRAM_TRANSPORTS = frozenset({"udp4", "udp6", "unix-dgram"})
 IPV6_TRANSPORTS = frozenset({"tcp6", "udp6"})
+# The transports a preset runs when --transport is not given.  The default
+# run leaves IPv6 out: over loopback it makes the same socket calls as IPv4
+# (only the address family differs), and its cases (about a third of the
+# matrix) would push the default run past its 10-minute budget now that it
+# also has batching, event loops and connect.  quick (the smoke run) and
+# full keep it; --transport tcp6,udp6 asks for it.
+PRESET_TRANSPORTS = {
+    "quick": TRANSPORTS,
+    "default": tuple(t for t in TRANSPORTS if t not in IPV6_TRANSPORTS),
+    "full": TRANSPORTS,
+}
 
 MIN_SIZE = 1
 # The connect scenario: its transports, its modes (fastsock.connect_accept's),

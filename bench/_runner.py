@@ -51,7 +51,7 @@ PROG = "fastsock-bench run"
 
 # pyperf settings of each preset: processes, values, warmups, and either a
 # minimum time per value (s) or fixed loops.  A worker process costs about
-# 0.3 s to start here, so the default's budget (<= 10 min for 150 cases on
+# 0.3 s to start here, so the default's budget (<= 10 min for 120 cases on
 # 2 cores) goes to processes, not long values: 8 processes per case (the
 # unit compare tests on) x 3 values of >= 20 ms.  --quick fixes the loops,
 # which skips pyperf's calibration process: a smoke run, not a measurement.
@@ -144,7 +144,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
     sel = M.Selection(
         scenarios=lst(args.scenario, M.SCENARIOS, "scenario"),
-        transports=lst(args.transport, M.TRANSPORTS, "transport"),
+        transports=(M.parse_list(args.transport, M.TRANSPORTS, "transport") if args.transport
+                    else M.PRESET_TRANSPORTS[args.preset]),
         modes=lst(args.mode, M.MODES, "mode"),
         impls=M.select_impls(args.impl, args.preset, M.uvloop_installed()),
         sizes=M.parse_sizes(args.size) if args.size else None,
