@@ -70,9 +70,9 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _probe(python: str, argv: list[str], env: dict[str, str]) -> str:
+def _probe(python: str, argv: list[str], env: dict[str, str], cwd: str | None = None) -> str:
     try:
-        proc = subprocess.run([python, *argv], capture_output=True, text=True,
+        proc = subprocess.run([python, *argv], capture_output=True, text=True, cwd=cwd,
                               timeout=PROBE_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise BaseError(f"base python {python} did not answer within {PROBE_TIMEOUT:g} s") \
@@ -104,7 +104,9 @@ def prepare(python: str, forward: list[str], cases: list[CaseKey],
         raise BaseError(f"base python {python} enumerates other cases ({len(theirs)} vs "
                         f"{len(ours)}: {what}); base and candidate need the same case matrix")
     try:
-        fp = json.loads(_probe(path, ["-c", _FINGERPRINT_CODE], env))
+        # from "/": the fingerprint falls back to the cwd's git checkout for
+        # the commit of an installed fastsock, and the cwd is the candidate's
+        fp = json.loads(_probe(path, ["-c", _FINGERPRINT_CODE], env, cwd=os.sep))
     except ValueError:
         raise BaseError(f"base python {python} printed no fingerprint") from None
     if not isinstance(fp, dict):
