@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import html
 import importlib.util
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,19 +28,12 @@ from test_run_cli import (
     PURE,
     RUN_TIMEOUT,
     SMALL,
-    WAIT_TIMEOUT,
-    Lines,
-    _alive,
-    _find_peer,
     assert_nothing_left,
     expected_names,
-    kill_run,
+    fault_first_case,
     one_error_line,
     progress,
     run,
-    start,
-    stderr_of,
-    wait_gone,
     where,
 )
 
@@ -403,26 +394,11 @@ def test_dead_or_stopped_peer_fails_its_case_and_the_run_goes_on(
             "nonblocking", "--impl", impls, "-p", "1", "-n", "2", "-w", "0",
             "--min-time", "0.5", "-o", "out.json", "--no-html"]
     first, second = expected_names(argv)
-    proc = start(w, argv)
-    peer = -1
-    try:
-        lines = Lines(proc)
-        peer = _find_peer(proc.pid, WAIT_TIMEOUT)
-        time.sleep(0.1)
-        os.kill(peer, signum)
-        t_fault = time.monotonic()
-        t_failed, line = lines.until(lambda ln: ln.startswith("[1/"), WAIT_TIMEOUT)
-        stdout = lines.rest(RUN_TIMEOUT)
-        proc.wait(timeout=RUN_TIMEOUT)
-        peer_left = wait_gone([peer])
-    finally:
-        kill_run(proc)
-        if peer > 0 and _alive(peer):
-            os.kill(peer, signal.SIGKILL)
-    stderr = stderr_of(w)
+    f = fault_first_case(w, argv, signum)
+    line, stdout, stderr, peer_left = f.line, f.stdout, f.stderr, f.peer_left
     assert line.startswith(f"[1/2] {first}: FAILED"), line
-    assert t_failed - t_fault < FAULT_BOUND, f"{t_failed - t_fault:.1f} s to notice"
-    assert proc.returncode == 1, (stdout, stderr)
+    assert f.noticed < FAULT_BOUND, f"{f.noticed:.1f} s to notice"
+    assert f.returncode == 1, (stdout, stderr)
     assert "Traceback" not in stderr + stdout
     said = [ln for ln in stderr.splitlines() if ln.startswith("fastsock-bench: case ")]
     assert len(said) == 1 and said[0].startswith(f"fastsock-bench: case {first} failed: "), stderr

@@ -21,7 +21,7 @@ import pytest
 
 from bench import _interleave
 from bench._report import load_report
-from tests.test_run_cli import ONE_IMPL, Where, one_error_line, run, where
+from test_run_cli import ONE_IMPL, Where, one_error_line, run, where
 
 SELECTION = ["--scenario", "pingpong", "--transport", "unix-stream", "--mode", "blocking",
              "--size", "64", "--impl", ONE_IMPL]

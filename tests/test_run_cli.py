@@ -615,6 +615,40 @@ def _find_peer(run_pid: int, timeout: float, task: int = 0) -> int:
     raise AssertionError(f"no peer of the first case within {timeout} s")
 
 
+@dataclass
+class Fault:
+    """What a run did after its first case's peer got a signal."""
+
+    line: str  # the run's first progress line
+    noticed: float  # seconds from the signal to that line
+    stdout: str
+    stderr: str
+    returncode: int
+    peer_left: list[int]  # the peer, if it outlived the run
+
+
+def fault_first_case(w: Where, argv: list[str], signum: int) -> Fault:
+    """Start a run, send ``signum`` to its first case's peer 0.1 s after it
+    appears, and follow the run to its end (bounded); clean up by pid."""
+    proc = start(w, argv)
+    peer = -1
+    try:
+        lines = Lines(proc)
+        peer = _find_peer(proc.pid, WAIT_TIMEOUT)
+        time.sleep(0.1)
+        os.kill(peer, signum)
+        t_fault = time.monotonic()
+        t_failed, line = lines.until(lambda ln: ln.startswith("[1/"), WAIT_TIMEOUT)
+        stdout = lines.rest(RUN_TIMEOUT)
+        proc.wait(timeout=RUN_TIMEOUT)
+        peer_left = wait_gone([peer])
+    finally:
+        kill_run(proc)
+        if peer > 0 and _alive(peer):  # only if the run failed to end it
+            os.kill(peer, signal.SIGKILL)
+    return Fault(line, t_failed - t_fault, stdout, stderr_of(w), proc.returncode, peer_left)
+
+
 @pytest.mark.parametrize("signum, scenario, transport", [
     pytest.param(signal.SIGKILL, "stream", "tcp4", id="SIGKILL-stream-tcp4"),
     pytest.param(signal.SIGSTOP, "stream", "unix-dgram", id="SIGSTOP-stream-unix-dgram"),
@@ -632,26 +666,11 @@ def test_dead_or_stopped_peer_fails_its_case_and_the_run_goes_on(
             "-p", "1", "-n", "2", "-w", "0", "--min-time", "0.5",
             "-o", "out.json", "--no-html"]
     first, second = expected_names(argv)
-    proc = start(w, argv)
-    peer = -1
-    try:
-        lines = Lines(proc)
-        peer = _find_peer(proc.pid, WAIT_TIMEOUT)
-        time.sleep(0.1)
-        os.kill(peer, signum)
-        t_fault = time.monotonic()
-        t_failed, line = lines.until(lambda ln: ln.startswith("[1/"), WAIT_TIMEOUT)
-        stdout = lines.rest(RUN_TIMEOUT)
-        proc.wait(timeout=RUN_TIMEOUT)
-        peer_left = wait_gone([peer])
-    finally:
-        kill_run(proc)
-        if peer > 0 and _alive(peer):  # only if the run failed to end it
-            os.kill(peer, signal.SIGKILL)
-    stderr = stderr_of(w)
+    f = fault_first_case(w, argv, signum)
+    line, stdout, stderr, peer_left = f.line, f.stdout, f.stderr, f.peer_left
     assert line.startswith(f"[1/2] {first}: FAILED"), line
-    assert t_failed - t_fault < FAULT_BOUND, f"{t_failed - t_fault:.1f} s to notice"
-    assert proc.returncode == 1, (stdout, stderr)
+    assert f.noticed < FAULT_BOUND, f"{f.noticed:.1f} s to notice"
+    assert f.returncode == 1, (stdout, stderr)
     assert "Traceback" not in stderr + stdout
     said = [ln for ln in stderr.splitlines() if ln.startswith("fastsock-bench: case ")]
     assert len(said) == 1 and said[0].startswith(f"fastsock-bench: case {first} failed: "), stderr
