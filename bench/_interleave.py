@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def prepare(python: str, forward: list[str], cases: list[CaseKey],
             need_compiled: bool) -> Base:
     """Check that ``python`` runs a fastsock with the same cases; fetch its
     fingerprint.  Raises :class:`BaseError` (one line) otherwise."""
-    path = python if os.sep in python else (_which(python) or python)
+    path = python if os.sep in python else (shutil.which(python) or python)
     if not os.path.isfile(path) or not os.access(path, os.X_OK):
         raise BaseError(f"base python {python} is not an executable file")
     env = dict(os.environ)
@@ -116,12 +117,6 @@ def prepare(python: str, forward: list[str], cases: list[CaseKey],
                         f"{fp.get('fastsock_loaded', 'unknown')} loops, not the compiled ones; "
                         "build it there or select --impl python")
     return Base(path, fp)
-
-
-def _which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
 
 
 def order(processes: int) -> list[str]:
