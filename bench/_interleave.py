@@ -1,25 +1,37 @@
-"""``run --base-python``: base and candidate measured interleaved, per case.
+"""``run --base-python``: base and candidate measured in one run, per case.
 
 Design note
 -----------
-``compare`` tests per-process medians: its unit is the worker process.
-That is only sound when the base's and the candidate's processes saw the
-same machine.  Two separate runs do not: on a shared machine the
-neighbours' load, CPU frequency and caches shift a whole run by tens of
-percent, and eight processes a side cannot tell such a shift from a
-change (two default runs of one build, compared, flagged 80 of 144 cases
-here).  Interleaving at the run level (base, candidate, base, ...) only
-helps as far as the drift is slower than a whole run.
+Two separate runs cannot be compared on a shared machine: the neighbours'
+load, the CPU's frequency and the host's scheduling shift a whole run by
+tens of percent (two default runs of one build, compared, flagged 80 of
+144 cases here).  Nor can two processes a second apart: a pure CPU loop
+here runs at speeds that wander by 20% from one 20 ms stretch to the next
+and stay off for hundreds of milliseconds (lag-1 correlation 0.7), so the
+worker processes of one case spread by 10-20% whatever they measure.  The
+base and the candidate must therefore be timed as close together as the
+work allows: value by value.
 
-So this mode interleaves at the finest unit there is, the worker process:
-for each case, one pyperf worker of one interpreter, then one of the
-other, in the order base, new, new, base, base, new, ... (pairs alternate
-which side goes first, so a drift that is linear within a case adds the
-same to both sides), each side getting ``--processes`` workers.  Both
-sides run the same number of loops per value: the first worker calibrates,
-the rest reuse its figure (the same work per value on both sides; no
-calibration process per side).  Every worker of one case runs within a
-few seconds, so whatever the machine does then, it does to both.
+Lockstep (the default when the base's fastsock knows it): for each case,
+one calibration worker (the candidate's) fixes the loops per value; then
+``--processes`` slots, each one base worker and one candidate worker
+started together.  Their timed calls (warmups and values) take turns,
+coordinated through a socket per worker (:func:`alternate`;
+bench._worker.Baton): a round starts when both have asked for a turn,
+gives one call to each (the side that goes first alternates from slot to
+slot), and holds both until the round is over, so nothing either side
+does between its values (pyperf's bookkeeping, the other's start-up,
+metadata collection, exit) overlaps a timed call.  Value j of the base and
+value j of the candidate of one slot are then a few milliseconds apart and
+have seen the same machine; every run carries its ``lockstep_slot``, and
+``compare`` tests the per-slot log ratios (bench._compare.paired_diffs).
+
+A base whose fastsock predates lockstep (or speaks another version of
+its turn protocol, bench._worker.LOCKSTEP_PROTOCOL), and any run whose
+warmups pyperf calibrates (warmups not fixed), is interleaved worker by
+worker instead, the previous scheme
+(:func:`measure`: base, new, new, base, ... one process at a time), which
+``compare`` tests as two groups of processes.
 
 The base is another Python interpreter (a virtual environment with the
 base build of fastsock installed; for A/A, the same one).  Its workers
@@ -37,22 +49,31 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pyperf
+from pyperf._manager import Manager
+from pyperf._utils import create_environ
 
 from bench._report import CaseKey
+from bench._worker import LOCKSTEP_ENV, LOCKSTEP_PROTOCOL
 
 # Bound on the base interpreter's start-up checks (seconds).
 PROBE_TIMEOUT = 120.0
+# Bound on any wait of the main process on a lockstep worker (seconds).
+WAIT_TIMEOUT = 120.0
 # The base's launcher: its own installed packages, never the cwd's tree.
 BASE_LAUNCHER = "import sys; del sys.path[0]; from bench.cli import main; sys.exit(main())"
 _FINGERPRINT_CODE = ("import sys; del sys.path[0]; import json; "
-                     "from bench._fingerprint import collect; print(json.dumps(collect()))")
+                     "from bench._fingerprint import collect; import bench._worker as w; "
+                     "fp = collect(); fp['_lockstep'] = getattr(w, 'LOCKSTEP_PROTOCOL', 0); "
+                     "print(json.dumps(fp))")
 
 
 class BaseError(Exception):
@@ -64,6 +85,7 @@ class Base:
     python: str
     fingerprint: dict[str, Any] = field(default_factory=dict)
     program: tuple[str, ...] = ("-c", BASE_LAUNCHER, "run")
+    lockstep: bool = False  # its workers take turns (a fastsock that knows the baton)
 
 
 def _last_line(text: str) -> str:
@@ -116,7 +138,198 @@ def prepare(python: str, forward: list[str], cases: list[CaseKey],
         raise BaseError(f"base python {python} loads fastsock's "
                         f"{fp.get('fastsock_loaded', 'unknown')} loops, not the compiled ones; "
                         "build it there or select --impl python")
-    return Base(path, fp)
+    # the turn protocol of both sides must be the same one
+    lockstep = fp.pop("_lockstep", 0) == LOCKSTEP_PROTOCOL
+    return Base(path, fp, lockstep=lockstep)
+
+
+def _spawn(runner: pyperf.Runner, python: str, program: tuple[str, ...], calibrate: bool,
+           env: dict[str, str], baton: socket.socket | None = None) -> _Worker:
+    """Start one pyperf worker of the runner's current case (its command
+    as pyperf's own manager builds it, with this side's interpreter)."""
+    manager = Manager(runner)
+    rfd, wfd = os.pipe()
+    try:
+        cmd = manager.worker_cmd(int(calibrate), 0, str(wfd))
+        cmd[:1 + len(runner._program_args)] = [python, *program]
+        fds = [wfd] + ([baton.fileno()] if baton is not None else [])
+        proc = subprocess.Popen(cmd, env=env, pass_fds=fds, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        os.close(rfd)
+        raise RuntimeError(f"cannot start worker {python}: {exc.strerror or exc}") from None
+    except BaseException:
+        os.close(rfd)
+        raise
+    finally:
+        os.close(wfd)
+    try:
+        return _Worker(proc, rfd)
+    except BaseException:  # a signal between the two: no orphan
+        proc.kill()
+        proc.wait()
+        raise
+
+
+class _Worker:
+    """A started worker and the pipe its JSON result comes through."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], rfd: int) -> None:
+        self.proc = proc
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, args=(rfd,), daemon=True)
+        self.reader.start()
+
+    def _read(self, rfd: int) -> None:
+        with os.fdopen(rfd, "rb") as pipe:  # drained while it runs: no full pipe
+            self.chunks.append(pipe.read())
+
+    def result(self, side: str) -> pyperf.Benchmark:
+        try:
+            code = self.proc.wait(timeout=WAIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{side} worker did not exit within {WAIT_TIMEOUT:g} s") from None
+        self.reader.join(WAIT_TIMEOUT)
+        if code:
+            raise RuntimeError(f"{side} worker failed with exit code {code}")
+        data = b"".join(self.chunks).decode()
+        try:
+            suite = pyperf.BenchmarkSuite.loads(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"{side} worker sent no result ({exc})") from None
+        return suite.get_benchmarks()[0]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _next_turn(side: str, conn: socket.socket) -> bool:
+    """True: the worker asks for a turn; False: it has finished (closed)."""
+    try:
+        got = conn.recv(1)
+    except socket.timeout:
+        raise RuntimeError(f"lockstep: the {side} worker did not answer within "
+                           f"{WAIT_TIMEOUT:g} s") from None
+    except OSError as exc:  # ECONNRESET: it died with a turn unread
+        raise RuntimeError(f"lockstep: the {side} worker went away ({exc})") from None
+    if got not in (b"R", b""):
+        raise RuntimeError(f"lockstep: the {side} worker sent {got!r}")
+    return got == b"R"
+
+
+def _timed_call(side: str, conn: socket.socket) -> None:
+    """One timed call of a side: "G" out, "D" back."""
+    try:
+        conn.sendall(b"G")
+        done = conn.recv(1)
+    except socket.timeout:
+        raise RuntimeError(f"lockstep: the {side} worker did not finish its timed call "
+                           f"within {WAIT_TIMEOUT:g} s") from None
+    except OSError as exc:
+        raise RuntimeError(f"lockstep: the {side} worker went away ({exc})") from None
+    if done != b"D":
+        raise RuntimeError(f"lockstep: the {side} worker stopped inside a timed call")
+
+
+def alternate(conns: dict[str, socket.socket], first: str) -> int:
+    """Run the workers' timed calls in rounds, one call a side; returns the
+    calls given.  ``first`` goes first in the first round, the other side in
+    the next, and so on (ABBA: an advantage of going first or second cancels
+    within a slot).  A round starts when every side still running has asked
+    for its turn ("R"; or closed: finished), so that no timed call overlaps
+    the other side's start-up, bookkeeping or exit; a side's call is held
+    after it ends ("D") until the round is over ("K"), so the two sides'
+    last values run back to back and both wind down (pyperf's metadata,
+    exit) after them, together."""
+    sides = sorted(conns, key=lambda s: s != first)
+    alive = list(sides)
+    turns = rounds = 0
+    while True:
+        alive = [side for side in alive if _next_turn(side, conns[side])]
+        if not alive:
+            return turns
+        for side in alive if rounds % 2 == 0 else alive[::-1]:
+            _timed_call(side, conns[side])
+            turns += 1
+        rounds += 1
+        for side in alive:
+            try:
+                conns[side].sendall(b"K")
+            except OSError as exc:
+                raise RuntimeError(f"lockstep: the {side} worker went away ({exc})") from None
+
+
+def lockstep(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
+             slot: int, first: str) -> dict[str, pyperf.Benchmark]:
+    """One slot: a base worker and a candidate worker started together,
+    timed value by value in turn (``first``'s value first)."""
+    args = runner.args
+    env = create_environ(args.inherit_environ, args.locale, args.copy_env)
+    programs = {"base": (base.python, base.program), "new": (args.python, new_program)}
+    workers: dict[str, _Worker] = {}
+    conns: dict[str, socket.socket] = {}
+    try:
+        for side in sorted(programs, key=lambda s: s != first):
+            mine, theirs = socket.socketpair()
+            conns[side] = mine
+            mine.settimeout(WAIT_TIMEOUT)
+            try:
+                side_env = dict(env, **{LOCKSTEP_ENV: f"{theirs.fileno()}:{slot}"})
+                workers[side] = _spawn(runner, *programs[side], calibrate=False,
+                                       env=side_env, baton=theirs)
+            finally:
+                theirs.close()
+        alternate(conns, first)
+        return {side: workers[side].result(side) for side in ("base", "new")}
+    finally:  # killed first: a worker must not see its turn socket close and complain
+        for worker in workers.values():
+            worker.kill()
+        for conn in conns.values():
+            conn.close()
+
+
+def calibrate(runner: pyperf.Runner, program: tuple[str, ...]) -> pyperf.Benchmark:
+    """pyperf's loop calibration, one worker of this interpreter."""
+    args = runner.args
+    env = create_environ(args.inherit_environ, args.locale, args.copy_env)
+    worker = _spawn(runner, args.python, program, calibrate=True, env=env)
+    try:
+        return worker.result("calibration")
+    finally:
+        worker.kill()
+
+
+def measure_lockstep(runner: pyperf.Runner, base: Base,
+                     new_program: tuple[str, ...]) -> dict[str, pyperf.Benchmark]:
+    """One case in lockstep: calibration (new side), then ``--processes``
+    slots, the side that goes first alternating from slot to slot."""
+    args = runner.args
+    saved_loops = args.loops
+    sides: dict[str, pyperf.Benchmark] = {}
+    try:
+        if not args.loops:
+            cal = calibrate(runner, new_program)
+            args.loops = cal.get_runs()[-1].get_loops()
+            sides["new"] = cal  # pyperf keeps calibration runs (no values) too
+        for slot in range(args.processes):
+            got = lockstep(runner, base, new_program, slot, "base" if slot % 2 == 0 else "new")
+            for side, bench in got.items():
+                if side in sides:
+                    sides[side].add_runs(bench)
+                else:
+                    sides[side] = bench
+    finally:
+        args.loops = saved_loops
+    return sides
+
+
+def measure_case(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
+                 call: Callable[[], pyperf.Benchmark]) -> dict[str, pyperf.Benchmark]:
+    """Lockstep when the base can (and warmups are fixed), else worker by worker."""
+    if base.lockstep and runner.args.warmups is not None:
+        return measure_lockstep(runner, base, new_program)
+    return measure(runner, base, new_program, call)
 
 
 def order(processes: int) -> list[str]:

@@ -79,6 +79,18 @@ def _set_pdeathsig() -> None:
         pass  # not Linux: the parent's cleanup and EOF still end the peer
 
 
+def _close_baton() -> None:
+    """A lockstep worker's turn socket stays with the worker: the main
+    process sees the worker finished when it closes (bench._interleave)."""
+    spec = os.environ.get("FASTSOCK_LOCKSTEP", "")
+    fd = spec.partition(":")[0]
+    if fd.isdigit():
+        try:
+            os.close(int(fd))
+        except OSError:
+            pass
+
+
 def choose_cpus() -> tuple[set[int] | None, int | None]:
     """(CPUs for the measured side, CPU for the peer), or Nones where the
     machine has one CPU or affinity is not supported."""
@@ -182,6 +194,7 @@ class Peer:
                 ctl_parent.close()
                 if measured is not None:
                     measured.close()
+                _close_baton()
                 _set_pdeathsig()
                 if os.getppid() != parent:
                     os._exit(1)

@@ -125,5 +125,7 @@ def render_interleaved(base: Report, new: Report) -> str:
         cmp = compare_reports(base, new)
     except ValueError as exc:
         return f"base vs new: {exc}"
-    return ("base vs new, interleaved worker by worker (gate with: fastsock-bench compare "
+    how = "in lockstep, value by value" if any(c.time.est.paired for c in cmp.cases) \
+        else "worker by worker"
+    return (f"base vs new, interleaved {how} (gate with: fastsock-bench compare "
             f"{base.path} {new.path})\n" + comparison_table(cmp))

@@ -81,6 +81,16 @@ LOSS_TIMEOUT = 0.2
 # Interval between two end-of-stream datagrams (seconds).
 END_RESEND = 0.0005
 
+# A lockstep worker's baton (``run --base-python``, bench._interleave):
+# "FD:SLOT" in its environment, FD a socket to the main process.
+LOCKSTEP_ENV = "FASTSOCK_LOCKSTEP"
+# Version of the turn protocol below; a base that speaks another one is
+# interleaved worker by worker instead.
+LOCKSTEP_PROTOCOL = 1
+# Bound on a lockstep worker's wait for its turn (seconds): the other
+# side's one value, or the main process gone.
+BATON_TIMEOUT = 120.0
+
 _ACTIVE: "StatsHook | None" = None
 # The running case's set-up facts (peer_impl, socket options), added to
 # every run's metadata by StatsHook; equal in all runs, pyperf shows them
@@ -112,6 +122,8 @@ class StatsHook:
 
     def teardown(self, metadata: dict[str, Any]) -> None:
         metadata.update(_CASE_META)
+        if _BATON is not None:  # pairs this run with the other side's of the slot
+            metadata["lockstep_slot"] = _BATON.slot
         if self.msgs:
             metadata["cpu_per_msg"] = self.cpu / self.msgs
         if self.sent:
@@ -148,6 +160,57 @@ class HookEntry:
 
 class CaseFailed(RuntimeError):
     pass
+
+
+class Baton:
+    """A lockstep worker's turn-taking with the main process.
+
+    Every timed call (warmups and values) waits for its turn ("R", then
+    "G"), hands it back when done ("D") and waits for the round's end
+    ("K"), so that the base's and the candidate's workers of one slot
+    alternate value by value and never run at the same time (see
+    bench._interleave.alternate)."""
+
+    def __init__(self, spec: str) -> None:
+        fd, _, slot = spec.partition(":")
+        try:
+            self.slot = int(slot)
+            self.sock = socket.socket(fileno=int(fd))
+        except (ValueError, OSError) as exc:
+            raise CaseFailed(f"bad {LOCKSTEP_ENV}={spec!r}: {exc}") from None
+        self.sock.settimeout(BATON_TIMEOUT)
+
+    def take(self) -> None:
+        try:
+            self.sock.sendall(b"R")
+            got = self.sock.recv(1)
+        except OSError as exc:
+            raise CaseFailed(f"lockstep: no turn from the main process ({exc})") from None
+        if got != b"G":
+            raise CaseFailed("lockstep: the main process went away")
+
+    def give(self) -> None:
+        """Hand the turn back; return when the round is over (the other
+        side's value timed too)."""
+        try:
+            self.sock.sendall(b"D")
+            got = self.sock.recv(1)
+        except OSError as exc:
+            raise CaseFailed(f"lockstep: cannot hand the turn back ({exc})") from None
+        if got != b"K":
+            raise CaseFailed("lockstep: the main process went away")
+
+
+_BATON: Baton | None = None
+
+
+def baton() -> Baton | None:
+    """This worker's baton, made at the first timed call; None outside lockstep."""
+    global _BATON
+    spec = os.environ.get(LOCKSTEP_ENV)
+    if _BATON is None and spec:
+        _BATON = Baton(spec)
+    return _BATON
 
 
 class Case:
@@ -292,7 +355,14 @@ class Case:
             if self.sock is None:
                 self.setup()
             self.check_peer()
-            return self._watched(loops)
+            turn = baton()
+            if turn is None:
+                return self._watched(loops)
+            turn.take()
+            try:
+                return self._watched(loops)
+            finally:
+                turn.give()
         # RuntimeError: PeerError, CaseFailed and an event loop's EventLoopError
         except (OSError, RuntimeError, ValueError) as exc:
             self.fail(exc)

@@ -1,10 +1,12 @@
-"""``run --base-python``: base and candidate interleaved worker by worker.
+"""``run --base-python``: base and candidate measured in one run.
 
 A real A/A run (the same interpreter on both sides) through the CLI, then
-its two reports: same cases, each side its own processes in the promised
-order, the same loops per value, the shared run id, and ``compare``
-treating them as one run.  Then every way the base can be unfit, each a
-one-line error with exit 2 before anything is measured.
+its two reports: same cases, lockstep slots paired on both sides, the same
+loops per value, the shared run id, and ``compare`` treating them as one
+run and testing them slot by slot.  The same with a base that predates
+lockstep (worker by worker, in the promised order).  Then every way the
+base can be unfit, each a one-line error with exit 2 before anything is
+measured.  The turn-taking itself: tests/test_lockstep.py.
 """
 
 from __future__ import annotations
@@ -65,15 +67,49 @@ def test_aa_run_writes_both_reports(aa_run: tuple[Where, subprocess.CompletedPro
     assert "reports: new.json and new.base.json" in proc.stdout
 
 
-def _runs(path: Path) -> list[pyperf.Run]:
+def _runs(path: Path, values: bool = True) -> list[pyperf.Run]:
     (bench,) = pyperf.BenchmarkSuite.load(str(path)).get_benchmarks()
-    return [r for r in bench.get_runs() if r.values]
+    return [r for r in bench.get_runs() if bool(r.values) == values]
 
 
-def test_aa_workers_alternate_and_share_loops(
+def test_aa_run_is_in_lockstep_slot_by_slot(
         aa_run: tuple[Where, subprocess.CompletedProcess[str]]) -> None:
     w, proc = aa_run
     assert proc.returncode == 0, proc.stderr
+    assert "interleaved in lockstep" in proc.stdout
+    loops = set()
+    for name in ("new.base.json", "new.json"):
+        runs = _runs(w.cwd / name)
+        assert sorted(r.get_metadata()["lockstep_slot"] for r in runs) == list(range(PROCESSES))
+        loops |= {r.get_loops() for r in runs}
+    assert len(loops) == 1, f"both sides must run the same loops per value: {loops}"
+    # one calibration worker, the candidate's; the base has none
+    (cal,) = _runs(w.cwd / "new.json", values=False)
+    assert cal.get_loops() in loops
+    assert not _runs(w.cwd / "new.base.json", values=False)
+
+
+@pytest.fixture(scope="module")
+def old_base_run(tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Where, subprocess.CompletedProcess[str]]:
+    """A base whose fastsock predates lockstep: the real interpreter, with
+    its probe saying it has no baton."""
+    tmp = tmp_path_factory.mktemp("old")
+    w = where(tmp)
+    old = _script(tmp / "py", f"""case "$*" in
+  *collect*) {sys.executable} "$@" | sed 's/"_lockstep": 1/"_lockstep": 0/' ;;
+  *) exec {sys.executable} "$@" ;;
+esac
+""")
+    proc = run(w, [*SELECTION, *SMALL, "--base-python", old, "-o", "new.json"])
+    return w, proc
+
+
+def test_old_base_workers_alternate_and_share_loops(
+        old_base_run: tuple[Where, subprocess.CompletedProcess[str]]) -> None:
+    w, proc = old_base_run
+    assert proc.returncode == 0, proc.stderr
+    assert "interleaved worker by worker" in proc.stdout
     stamped = []
     loops = set()
     for side in ("base", "new"):
@@ -84,6 +120,8 @@ def test_aa_workers_alternate_and_share_loops(
     # pyperf stamps each worker's start: sorted by it, the sides follow order()
     assert [side for _, side in sorted(stamped)] == _interleave.order(PROCESSES)
     assert len(loops) == 1, f"both sides must run the same loops per value: {loops}"
+    for name in ("new.base.json", "new.json"):
+        assert not any("lockstep_slot" in r.get_metadata() for r in _runs(w.cwd / name))
 
 
 def test_compare_treats_interleaved_reports_as_one_run(
@@ -95,6 +133,7 @@ def test_compare_treats_interleaved_reports_as_one_run(
                          timeout=60)
     assert out.returncode in (0, 1), out.stderr
     assert "separate runs" not in out.stdout
+    assert "1 of 1 cases were measured in lockstep" in out.stdout
     differs = [ln for ln in out.stdout.splitlines() if ln.startswith("differs")]
     assert not any("interleaved" in ln for ln in differs), differs
     # the same reports taken as if from separate runs get the warning
@@ -108,6 +147,7 @@ def test_compare_treats_interleaved_reports_as_one_run(
                          timeout=60)
     assert out.returncode in (0, 1), out.stderr
     assert "separate runs" in out.stdout
+    assert "lockstep" not in out.stdout  # no pairing across runs
 
 
 # ---------------------------------------------------------------- bad bases
@@ -188,7 +228,7 @@ def test_ci_example_uses_flags_run_accepts() -> None:
     lines = [ln for ln in joined.splitlines() if "fastsock-bench run " in ln]
     assert len(lines) == 1, lines
     argv = lines[0].split("fastsock-bench run ", 1)[1].split()
-    argv = [a.replace('"$PROCESSES"', "8") for a in argv if a != "$SELECTION"]
+    argv = [a.replace('"$PROCESSES"', "12") for a in argv if a != "$SELECTION"]
     args = R.build_parser().parse_args(argv)
     assert args.base_python == "../venv-base/bin/python"
     assert (args.output, args.base_output) == ("candidate.json", "base.json")
