@@ -158,11 +158,57 @@ def _p99s(case: Case) -> list[float]:
     return vals
 
 
+def _slot_time(vals: list[float], other: list[float]) -> float | None:
+    """log(new/base) of one lockstep slot: the median over its value pairs
+    (value j of one side ran right after or before value j of the other);
+    None when the two sides' value counts differ (no pairs)."""
+    if len(vals) != len(other):
+        return None
+    return statistics.median(math.log(a / b) for a, b in zip(vals, other))
+
+
+def _slot_p99(new_meta: dict[str, Any], base_meta: dict[str, Any]) -> float | None:
+    try:
+        a, b = float(new_meta[P99_KEY]), float(base_meta[P99_KEY])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return math.log(a / b) if a > 0 and b > 0 and math.isfinite(a / b) else None
+
+
+def paired_diffs(base: Case, new: Case, p99: bool = False) -> list[float] | None:
+    """Per-slot log ratios of a case measured in lockstep (both reports of
+    one interleaved run), or None when the slots do not pair up one to one
+    (other slot numbers or value counts on the two sides, fewer than 2)."""
+    sb, sn = base.slots(), new.slots()
+    if len(sb) < 2 or set(sb) != set(sn):
+        return None
+    out = []
+    for slot in sorted(sb):
+        (bv, bm), (nv, nm) = sb[slot], sn[slot]
+        d = _slot_p99(nm, bm) if p99 else _slot_time(nv, bv)
+        if d is None:
+            return None
+        out.append(d)
+    return out
+
+
 def _metrics(
-    samples: list[tuple[list[float], list[float]]], settings: Settings
+    samples: list[tuple[list[float], list[float]]], settings: Settings,
+    paired: list[list[float] | None] | None = None,
 ) -> list[Metric]:
-    """Estimates for one family of tests, corrected together."""
-    ests = _stats.estimates(samples)
+    """Estimates for one family of tests, corrected together.  A case with
+    per-slot log ratios in ``paired`` gets the paired test, the rest the
+    two-group one."""
+    paired = paired or [None] * len(samples)
+    two = [i for i, d in enumerate(paired) if d is None]
+    one = [i for i, d in enumerate(paired) if d is not None]
+    ests: list[Estimate] = [None] * len(samples)  # type: ignore[list-item]
+    if two:
+        for i, e in zip(two, _stats.estimates([samples[i] for i in two])):
+            ests[i] = e
+    if one:
+        for i, e in zip(one, _stats.paired_estimates([paired[i] for i in one])):
+            ests[i] = e
     p_adj = _stats.adjust([e.p for e in ests], settings.correction)
     return [
         Metric(
@@ -198,9 +244,17 @@ def _notes(pairs: list[tuple[Case, Case]], metrics: list[Metric], settings: Sett
             "frequency) counts as a change here; for a verdict to gate on, measure both in "
             "one run, interleaved: fastsock-bench run --base-python BASE_PYTHON"
         )
-    n = min(len(b.process_values) for b, _ in pairs)
-    m = min(len(x.process_values) for _, x in pairs)
-    floor = _stats.p_floor(n, m)
+    lockstep = sum(x.est.paired for x in metrics)
+    if lockstep:
+        notes.append(
+            f"{lockstep} of {len(metrics)} cases were measured in lockstep: compared slot by "
+            "slot (t test on each slot's log time ratio, base and new timed in turn)"
+        )
+    # The rank test's floor; the paired (lockstep) test has none.
+    ranked = [pair for pair, x in zip(pairs, metrics) if not x.est.paired]
+    n = min((len(b.process_values) for b, _ in ranked), default=0)
+    m = min((len(x.process_values) for _, x in ranked), default=0)
+    floor = _stats.p_floor(n, m) if ranked else 0.0
     # BH and Holm both ask p < alpha / cases of a change that is alone.
     if floor >= settings.alpha / len(pairs):
         notes.append(
@@ -226,9 +280,12 @@ def compare_reports(base: Report, new: Report, settings: Settings = Settings()) 
     pairs = [(c, new_cases[c.key]) for c in base.cases if c.key in new_cases]
     if not pairs:
         raise ValueError(f"no case in common between {base.path} and {new.path}")
-    times = _metrics([(b.process_medians(), n.process_medians()) for b, n in pairs], settings)
+    same_run = interleaved(base, new)
+    times = _metrics([(b.process_medians(), n.process_medians()) for b, n in pairs], settings,
+                     [paired_diffs(b, n) if same_run else None for b, n in pairs])
     p99_index = [i for i, (b, n) in enumerate(pairs) if _p99s(b) and _p99s(n)]
-    p99 = _metrics([(_p99s(pairs[i][0]), _p99s(pairs[i][1])) for i in p99_index], settings)
+    p99 = _metrics([(_p99s(pairs[i][0]), _p99s(pairs[i][1])) for i in p99_index], settings,
+                   [paired_diffs(*pairs[i], p99=True) if same_run else None for i in p99_index])
     p99_by_case: dict[int, Metric] = dict(zip(p99_index, p99))
     results = [
         CaseResult(b.key, t, p99_by_case.get(i)) for i, ((b, _), t) in enumerate(zip(pairs, times))
@@ -245,7 +302,7 @@ def compare_reports(base: Report, new: Report, settings: Settings = Settings()) 
         differs=_differs(base, new),
         case_differs=_case_differs(pairs),
         geomeans=geomeans((r.key.scenario, r.time.est.ratio) for r in results),
-        notes=_notes(pairs, times, settings, same_run=interleaved(base, new)),
+        notes=_notes(pairs, times, settings, same_run=same_run),
     )
 
 

@@ -231,6 +231,8 @@ def _est_json(est: Estimate) -> dict[str, Any]:
         "ci": [_num(est.low) if est.bounded else None, _num(est.high)],
         "p": est.p,
         "processes": [est.n_base, est.n_new],
+        # "paired-t": lockstep slots, one log ratio each; "mann-whitney": two groups
+        "test": "paired-t" if est.paired else "mann-whitney",
     }
 
 

@@ -65,6 +65,9 @@ loss           float  1 - delivered / sent (datagram stream); lost round
                       trips / rounds (datagram pingpong)
 rtt_p50 ...    float  rtt_p50, rtt_p90, rtt_p99, rtt_p999: round-trip time
                       percentiles over that process's timed round trips, s
+lockstep_slot  int    runs of ``run --base-python`` in lockstep only: the
+                      slot, shared by the base's and the candidate's run
+                      that took turns value by value (compare pairs them)
 =============  =====  =====================================================
 """
 
@@ -155,6 +158,18 @@ class Case:
         import statistics
 
         return [statistics.median(v) for v in self.process_values if v]
+
+    def slots(self) -> dict[int, tuple[list[float], dict[str, Any]]]:
+        """Runs of a lockstep interleaved run by slot: values and metadata;
+        empty when a slot number repeats (not one run's slots)."""
+        out: dict[int, tuple[list[float], dict[str, Any]]] = {}
+        for vals, meta in zip(self.process_values, self.run_metadata):
+            slot = meta.get("lockstep_slot")
+            if vals and isinstance(slot, int):
+                if slot in out:
+                    return {}
+                out[slot] = (vals, meta)
+        return out
 
     def run_mean(self, key: str) -> float | None:
         """Mean over processes of a numeric run-metadata key, or None."""

@@ -88,9 +88,10 @@ class Estimate:
     ratio: float  # Hodges-Lehmann estimate, exponentiated
     low: float  # interval bounds; 0 and inf when too few processes
     high: float
-    p: float  # two-sided Mann-Whitney p-value, uncorrected (nan: not tested)
+    p: float  # two-sided p-value, uncorrected (nan: not tested)
     n_base: int
     n_new: int
+    paired: bool = False  # from lockstep slots (paired_estimates), not two groups
 
     @property
     def bounded(self) -> bool:
@@ -193,6 +194,38 @@ def estimates(
 def estimate(base: ArrayLike, new: ArrayLike, confidence: float = CONFIDENCE) -> Estimate:
     """Ratio new/base of two groups of positive per-process figures."""
     return estimates([(base, new)], confidence)[0]
+
+
+def paired_estimates(
+    diffs: Sequence[ArrayLike], confidence: float = CONFIDENCE
+) -> list[Estimate]:
+    """Ratio new/base from paired figures: per case, one log ratio
+    ``log new - log base`` per lockstep slot.  A one-sample t test on their
+    mean (scipy), its t interval exponentiated.  Fewer than 2 slots: p 1,
+    no interval.  Every slot the same ratio (no spread, no t): the interval
+    is that point, and p the exact sign test's, 2 / 2**n (1 at ratio 1)."""
+    from scipy.stats import t as student, ttest_1samp
+
+    out = []
+    for d in diffs:
+        d = np.asarray(d, dtype=float)
+        if d.size == 0:
+            raise ValueError("a paired estimate needs at least one slot")
+        mean = float(d.mean())
+        sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
+        if d.size < 2:
+            out.append(Estimate(math.exp(mean), 0.0, math.inf, 1.0, d.size, d.size, True))
+            continue
+        if float(np.ptp(d)) < 1e-12:  # rounding is no spread
+            p = 1.0 if abs(mean) < 1e-12 else min(1.0, 2.0 ** (1 - d.size))
+            out.append(Estimate(math.exp(mean), math.exp(mean), math.exp(mean), p,
+                                d.size, d.size, True))
+            continue
+        half = float(student.ppf(0.5 + confidence / 2.0, d.size - 1)) * sd / math.sqrt(d.size)
+        p = float(ttest_1samp(d, 0.0).pvalue)
+        out.append(Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p,
+                            d.size, d.size, True))
+    return out
 
 
 def adjust(pvalues: Sequence[float], method: Correction | str = Correction.BH) -> list[float]:

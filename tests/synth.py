@@ -234,3 +234,41 @@ def write_foreign_report(path) -> str:
                      collect_metadata=False)
     dump_suite(pyperf.BenchmarkSuite([pyperf.Benchmark([run])]), path)
     return str(path)
+
+
+def make_lockstep_pair(
+    keys: Iterable[CaseKey] | None = None,
+    *,
+    seed: int = 1,
+    slots: int = 8,
+    values: int = 3,
+    slot_sd: float = 0.3,
+    pair_sd: float = 0.02,
+    scale: dict[CaseKey, float] | None = None,
+    run_id: str = "20261130T000000-1",
+) -> tuple[pyperf.BenchmarkSuite, pyperf.BenchmarkSuite]:
+    """(base, new) as ``run --base-python`` in lockstep makes them: each
+    slot's machine state, a level drawn with a large ``slot_sd``, is shared
+    by both sides' runs of that slot (the same run id, ``lockstep_slot``);
+    values scatter around it by ``pair_sd``.  The new side's levels are
+    times ``scale[key]``."""
+    rng = random.Random(seed)
+    sides: dict[str, list[pyperf.Benchmark]] = {"base": [], "new": []}
+    for key in keys if keys is not None else default_keys():
+        mean = base_time(key)
+        factor = {"base": 1.0, "new": (scale or {}).get(key, 1.0)}
+        runs: dict[str, list[pyperf.Run]] = {"base": [], "new": []}
+        for slot in range(slots):
+            level = mean * max(0.3, rng.lognormvariate(0.0, slot_sd))
+            for side in ("base", "new"):
+                bench = make_benchmark(key, level * factor[side], processes=1, values=values,
+                                       rel_sd=pair_sd, process_sd=0.0, rng=rng,
+                                       extra_meta={"interleaved": run_id,
+                                                   "interleaved_side": side})
+                (run,) = bench.get_runs()
+                runs[side].append(pyperf.Run(
+                    run.values, warmups=run.warmups, collect_metadata=False,
+                    metadata={**run.get_metadata(), "lockstep_slot": slot}))
+        for side in sides:
+            sides[side].append(pyperf.Benchmark(runs[side]))
+    return pyperf.BenchmarkSuite(sides["base"]), pyperf.BenchmarkSuite(sides["new"])
