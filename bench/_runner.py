@@ -52,14 +52,26 @@ PROG = "fastsock-bench run"
 # pyperf settings of each preset: processes, values, warmups, and either a
 # minimum time per value (s) or fixed loops.  A worker process costs about
 # 0.3 s to start here, so the default's budget (<= 10 min for 120 cases on
-# 2 cores) goes to processes, not long values: 8 processes per case (the
-# unit compare tests on) x 3 values of >= 20 ms.  --quick fixes the loops,
-# which skips pyperf's calibration process: a smoke run, not a measurement.
+# 2 cores) goes to processes, not long values: 8 processes per case x 6
+# values of >= 10 ms.  Six short values rather than three of 20 ms (same
+# time): in a lockstep run (--base-python) each value is paired with the
+# other side's, and the median of 6 pairs 10 ms apart is steadier than of
+# 3 pairs 20 ms apart (slot-to-slot spread of the log ratio, median over
+# the default's 120 cases, one A/A run each: 0.027 against 0.044;
+# docs/compare.md).  --quick fixes
+# the loops, which skips pyperf's calibration process: a smoke run, not a
+# measurement.
 PRESET_PYPERF = {
     "quick": ["--processes", "1", "--values", "3", "--warmups", "1", "--loops", "1000"],
-    "default": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.02"],
-    "full": ["--processes", "8", "--values", "3", "--warmups", "1", "--min-time", "0.02"],
+    "default": ["--processes", "8", "--values", "6", "--warmups", "1", "--min-time", "0.01"],
+    "full": ["--processes", "8", "--values", "6", "--warmups", "1", "--min-time", "0.01"],
 }
+# Processes (lockstep slots) per case and side of a run with a base
+# (--base-python) unless -p says otherwise: with 8 slots a 10% change on a
+# third of the cases was caught in 39 of 40 (one run) and in every case in
+# half the draws of a subsampling study, with 12 in 99% of them
+# (docs/compare.md); 8 stay the plain run's default (its 10-minute budget).
+GATE_PROCESSES = 12
 # Environment variables workers must see (pyperf cleans the rest).
 # FASTSOCK_TOKEN: the remote server's token, kept off workers' command lines.
 INHERIT = ("FASTSOCK_PUREPYTHON", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "FASTSOCK_TOKEN")
@@ -109,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed case")
     p.add_argument("--no-html", action="store_true", help="do not write the HTML report")
     p.add_argument("--base-python", metavar="PYTHON",
-                   help="also measure a base build: this interpreter's fastsock, interleaved "
-                   "with this one's worker by worker (see docs/compare.md)")
+                   help="also measure a base build: this interpreter's fastsock, in lockstep "
+                   "with this one's, value by value; 12 processes a case and side unless -p "
+                   "(or --quick, --fast, --rigorous) "
+                   "(see docs/compare.md)")
     p.add_argument("--base-output", metavar="PATH",
                    help="the base's report with --base-python (default: OUTPUT with .base.json)")
     p.add_argument("--token", help="the --remote server's token (default: $FASTSOCK_TOKEN,"
@@ -292,6 +306,10 @@ def pyperf_args(args: argparse.Namespace) -> list[str]:
         # an explicit minimum time asks for calibration: drop fixed loops
         i = out.index("--loops")
         del out[i:i + 2]
+    if args.base_python and args.preset != "quick":
+        # a gate: enough lockstep slots for compare to call 10% in every case
+        i = out.index("--processes")
+        out[i + 1] = str(GATE_PROCESSES)
     if args.fast:
         out = ["--fast"]
     elif args.rigorous:
@@ -403,7 +421,9 @@ def _execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], parg
     start = time.monotonic()
     print(f"fastsock-bench: {n} cases, preset {args.preset}, report {output}", flush=True)
     if base is not None:
-        print(f"fastsock-bench: interleaved with the base, worker by worker; base report "
+        how = "in lockstep, value by value" if base.lockstep and runner.args.warmups is not None \
+            else "worker by worker"
+        print(f"fastsock-bench: interleaved with the base, {how}; base report "
               f"{outputs['base']}\n  {_interleave.describe(base)}", flush=True)
     try:
         for k, key in enumerate(plan.cases, 1):
@@ -433,7 +453,8 @@ def _execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], parg
                         if base is None:
                             got = {"new": call()}
                         else:
-                            got = _interleave.measure(runner, base, new_program, call)
+                            runner._worker_task = k - 1  # lockstep spawns its own workers
+                            got = _interleave.measure_case(runner, base, new_program, call)
                 finally:
                     in_pyperf[0] = False
             except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:

@@ -389,6 +389,12 @@ def test_pyperf_knobs() -> None:
 
     assert last(pargs(["--quick"]), "--processes") == "1"
     assert int(last(pargs([]), "--processes")) >= 8  # compare's unit of analysis
+    # a run with a base is a gate: more slots, unless -p says otherwise
+    with_base = ["--base-python", "py"]
+    assert last(pargs(with_base), "--processes") == str(R.GATE_PROCESSES)
+    assert R.GATE_PROCESSES > int(last(pargs([]), "--processes"))
+    assert last(pargs([*with_base, "-p", "5"]), "--processes") == "5"
+    assert last(pargs([*with_base, "--quick"]), "--processes") == "1"
     small = pargs(["--quick", "-p", "1", "-n", "1", "-w", "0", "--min-time", "0.005"])
     assert [last(small, f) for f in ("--processes", "--values", "--warmups", "--min-time")] \
         == ["1", "1", "0", "0.005"]
