@@ -67,11 +67,11 @@ PRESET_PYPERF = {
     "full": ["--processes", "8", "--values", "6", "--warmups", "1", "--min-time", "0.01"],
 }
 # Processes (lockstep slots) per case and side of a run with a base
-# (--base-python) unless -p says otherwise: with 8 slots a 10% change on a
-# third of the cases was caught in 39 of 40 (one run) and in every case in
-# half the draws of a subsampling study, with 12 in 99% of them
-# (docs/compare.md); 8 stay the plain run's default (its 10-minute budget).
-GATE_PROCESSES = 12
+# (--base-python) unless -p says otherwise.  A 10% change on a third of the
+# default's 120 cases, caught: 39 of 40 with 8 slots, 37 of 40 with 12,
+# 40 of 40 with 16, never a false call (one A/A run each, docs/compare.md).
+# 8 stay the plain run's default (its 10-minute budget).
+GATE_PROCESSES = 16
 # Environment variables workers must see (pyperf cleans the rest).
 # FASTSOCK_TOKEN: the remote server's token, kept off workers' command lines.
 INHERIT = ("FASTSOCK_PUREPYTHON", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "FASTSOCK_TOKEN")
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-html", action="store_true", help="do not write the HTML report")
     p.add_argument("--base-python", metavar="PYTHON",
                    help="also measure a base build: this interpreter's fastsock, in lockstep "
-                   "with this one's, value by value; 12 processes a case and side unless -p "
+                   "with this one's, value by value; 16 processes a case and side unless -p "
                    "(or --quick, --fast, --rigorous) "
                    "(see docs/compare.md)")
     p.add_argument("--base-output", metavar="PATH",

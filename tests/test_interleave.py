@@ -228,7 +228,7 @@ def test_ci_example_uses_flags_run_accepts() -> None:
     lines = [ln for ln in joined.splitlines() if "fastsock-bench run " in ln]
     assert len(lines) == 1, lines
     argv = lines[0].split("fastsock-bench run ", 1)[1].split()
-    argv = [a.replace('"$PROCESSES"', "12") for a in argv if a != "$SELECTION"]
+    argv = [a.replace('"$PROCESSES"', "16") for a in argv if a != "$SELECTION"]
     args = R.build_parser().parse_args(argv)
     assert args.base_python == "../venv-base/bin/python"
     assert (args.output, args.base_output) == ("candidate.json", "base.json")
