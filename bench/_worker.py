@@ -180,25 +180,23 @@ class Baton:
             raise CaseFailed(f"bad {LOCKSTEP_ENV}={spec!r}: {exc}") from None
         self.sock.settimeout(BATON_TIMEOUT)
 
-    def take(self) -> None:
+    def _exchange(self, send: bytes, expect: bytes, doing: str) -> None:
         try:
-            self.sock.sendall(b"R")
+            self.sock.sendall(send)
             got = self.sock.recv(1)
         except OSError as exc:
-            raise CaseFailed(f"lockstep: no turn from the main process ({exc})") from None
-        if got != b"G":
+            raise CaseFailed(f"lockstep: {doing} ({exc})") from None
+        if got != expect:
             raise CaseFailed("lockstep: the main process went away")
+
+    def take(self) -> None:
+        """Wait for this side's turn."""
+        self._exchange(b"R", b"G", "no turn from the main process")
 
     def give(self) -> None:
         """Hand the turn back; return when the round is over (the other
         side's value timed too)."""
-        try:
-            self.sock.sendall(b"D")
-            got = self.sock.recv(1)
-        except OSError as exc:
-            raise CaseFailed(f"lockstep: cannot hand the turn back ({exc})") from None
-        if got != b"K":
-            raise CaseFailed("lockstep: the main process went away")
+        self._exchange(b"D", b"K", "cannot hand the turn back")
 
 
 _BATON: Baton | None = None
