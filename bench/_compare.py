@@ -146,16 +146,17 @@ def _case_differs(pairs: Iterable[tuple[Case, Case]]) -> dict[str, int]:
     return out
 
 
+def _p99(meta: dict[str, Any]) -> float | None:
+    """A run's p99 RTT, or None when it has none (or a useless one)."""
+    try:
+        v = float(meta[P99_KEY])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
 def _p99s(case: Case) -> list[float]:
-    vals = []
-    for meta in case.run_metadata:
-        try:
-            v = float(meta[P99_KEY])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if math.isfinite(v) and v > 0:
-            vals.append(v)
-    return vals
+    return [v for v in map(_p99, case.run_metadata) if v is not None]
 
 
 def _slot_time(vals: list[float], other: list[float]) -> float | None:
@@ -168,11 +169,8 @@ def _slot_time(vals: list[float], other: list[float]) -> float | None:
 
 
 def _slot_p99(new_meta: dict[str, Any], base_meta: dict[str, Any]) -> float | None:
-    try:
-        a, b = float(new_meta[P99_KEY]), float(base_meta[P99_KEY])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return math.log(a / b) if a > 0 and b > 0 and math.isfinite(a / b) else None
+    a, b = _p99(new_meta), _p99(base_meta)
+    return None if a is None or b is None else math.log(a / b)
 
 
 def paired_diffs(base: Case, new: Case, p99: bool = False) -> list[float] | None:
@@ -201,13 +199,13 @@ def _metrics(
     two-group one."""
     paired = paired or [None] * len(samples)
     two = [i for i, d in enumerate(paired) if d is None]
-    one = [i for i, d in enumerate(paired) if d is not None]
+    one = [(i, d) for i, d in enumerate(paired) if d is not None]
     ests: list[Estimate] = [None] * len(samples)  # type: ignore[list-item]
     if two:
         for i, e in zip(two, _stats.estimates([samples[i] for i in two])):
             ests[i] = e
     if one:
-        for i, e in zip(one, _stats.paired_estimates([paired[i] for i in one])):
+        for (i, _), e in zip(one, _stats.paired_estimates([d for _, d in one])):
             ests[i] = e
     p_adj = _stats.adjust([e.p for e in ests], settings.correction)
     return [

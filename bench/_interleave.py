@@ -18,8 +18,8 @@ one calibration worker (the candidate's) fixes the loops per value; then
 started together.  Their timed calls (warmups and values) take turns,
 coordinated through a socket per worker (:func:`alternate`;
 bench._worker.Baton): a round starts when both have asked for a turn,
-gives one call to each (the side that goes first alternates from slot to
-slot), and holds both until the round is over, so nothing either side
+gives one call to each (the side that goes first alternates from round to
+round and from slot to slot), and holds both until the round is over, so nothing either side
 does between its values (pyperf's bookkeeping, the other's start-up,
 metadata collection, exit) overlaps a timed call.  Value j of the base and
 value j of the candidate of one slot are then a few milliseconds apart and
@@ -46,6 +46,7 @@ like a plain run's, so an interrupted run keeps both sides' finished cases.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -55,7 +56,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyperf
 from pyperf._manager import Manager
@@ -154,11 +155,10 @@ def _spawn(runner: pyperf.Runner, python: str, program: tuple[str, ...], calibra
         cmd[:1 + len(runner._program_args)] = [python, *program]
         fds = [wfd] + ([baton.fileno()] if baton is not None else [])
         proc = subprocess.Popen(cmd, env=env, pass_fds=fds, stdin=subprocess.DEVNULL)
-    except OSError as exc:
+    except BaseException as exc:
         os.close(rfd)
-        raise RuntimeError(f"cannot start worker {python}: {exc.strerror or exc}") from None
-    except BaseException:
-        os.close(rfd)
+        if isinstance(exc, OSError):
+            raise RuntimeError(f"cannot start worker {python}: {exc.strerror or exc}") from None
         raise
     finally:
         os.close(wfd)
@@ -204,15 +204,22 @@ class _Worker:
         self.proc.wait()
 
 
-def _next_turn(side: str, conn: socket.socket) -> bool:
-    """True: the worker asks for a turn; False: it has finished (closed)."""
+@contextlib.contextmanager
+def _talking(side: str, waiting_for: str) -> Iterator[None]:
+    """Socket errors with a worker as one-line RuntimeErrors (a case failure)."""
     try:
-        got = conn.recv(1)
+        yield
     except socket.timeout:
-        raise RuntimeError(f"lockstep: the {side} worker did not answer within "
+        raise RuntimeError(f"lockstep: the {side} worker did not {waiting_for} within "
                            f"{WAIT_TIMEOUT:g} s") from None
     except OSError as exc:  # ECONNRESET: it died with a turn unread
         raise RuntimeError(f"lockstep: the {side} worker went away ({exc})") from None
+
+
+def _next_turn(side: str, conn: socket.socket) -> bool:
+    """True: the worker asks for a turn; False: it has finished (closed)."""
+    with _talking(side, "answer"):
+        got = conn.recv(1)
     if got not in (b"R", b""):
         raise RuntimeError(f"lockstep: the {side} worker sent {got!r}")
     return got == b"R"
@@ -220,14 +227,9 @@ def _next_turn(side: str, conn: socket.socket) -> bool:
 
 def _timed_call(side: str, conn: socket.socket) -> None:
     """One timed call of a side: "G" out, "D" back."""
-    try:
+    with _talking(side, "finish its timed call"):
         conn.sendall(b"G")
         done = conn.recv(1)
-    except socket.timeout:
-        raise RuntimeError(f"lockstep: the {side} worker did not finish its timed call "
-                           f"within {WAIT_TIMEOUT:g} s") from None
-    except OSError as exc:
-        raise RuntimeError(f"lockstep: the {side} worker went away ({exc})") from None
     if done != b"D":
         raise RuntimeError(f"lockstep: the {side} worker stopped inside a timed call")
 
@@ -254,10 +256,8 @@ def alternate(conns: dict[str, socket.socket], first: str) -> int:
             turns += 1
         rounds += 1
         for side in alive:
-            try:
+            with _talking(side, "take the round's end"):
                 conns[side].sendall(b"K")
-            except OSError as exc:
-                raise RuntimeError(f"lockstep: the {side} worker went away ({exc})") from None
 
 
 def lockstep(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
@@ -315,19 +315,22 @@ def measure_lockstep(runner: pyperf.Runner, base: Base,
         for slot in range(args.processes):
             got = lockstep(runner, base, new_program, slot, "base" if slot % 2 == 0 else "new")
             for side, bench in got.items():
-                if side in sides:
-                    sides[side].add_runs(bench)
-                else:
-                    sides[side] = bench
+                _add_runs(sides, side, bench)
     finally:
         args.loops = saved_loops
     return sides
 
 
+def in_lockstep(base: Base, args: Any) -> bool:
+    """Lockstep when the base speaks the protocol and warmups are fixed
+    (pyperf's warmup calibration is a worker by itself)."""
+    return base.lockstep and args.warmups is not None
+
+
 def measure_case(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
                  call: Callable[[], pyperf.Benchmark]) -> dict[str, pyperf.Benchmark]:
-    """Lockstep when the base can (and warmups are fixed), else worker by worker."""
-    if base.lockstep and runner.args.warmups is not None:
+    """Lockstep when it can (:func:`in_lockstep`), else worker by worker."""
+    if in_lockstep(base, runner.args):
         return measure_lockstep(runner, base, new_program)
     return measure(runner, base, new_program, call)
 
@@ -365,14 +368,19 @@ def measure(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
                 args.loops = last.get_loops()
             if args.warmups is None:  # likewise for calibrated warmups (--rigorous)
                 args.warmups = len(last.warmups)
-            if side in sides:
-                sides[side].add_runs(bench)
-            else:
-                sides[side] = bench
+            _add_runs(sides, side, bench)
     finally:
         (args.python, runner._program_args, args.processes, args.loops,
          args.warmups) = saved
     return sides
+
+
+def _add_runs(sides: dict[str, pyperf.Benchmark], side: str, bench: pyperf.Benchmark) -> None:
+    """One side's benchmark of the case, its runs in the order they ran."""
+    if side in sides:
+        sides[side].add_runs(bench)
+    else:
+        sides[side] = bench
 
 
 def new_id() -> str:

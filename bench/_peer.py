@@ -79,18 +79,6 @@ def _set_pdeathsig() -> None:
         pass  # not Linux: the parent's cleanup and EOF still end the peer
 
 
-def _close_baton() -> None:
-    """A lockstep worker's turn socket stays with the worker: the main
-    process sees the worker finished when it closes (bench._interleave)."""
-    spec = os.environ.get("FASTSOCK_LOCKSTEP", "")
-    fd = spec.partition(":")[0]
-    if fd.isdigit():
-        try:
-            os.close(int(fd))
-        except OSError:
-            pass
-
-
 def choose_cpus() -> tuple[set[int] | None, int | None]:
     """(CPUs for the measured side, CPU for the peer), or Nones where the
     machine has one CPU or affinity is not supported."""
@@ -173,11 +161,15 @@ class Peer:
 
     def __init__(self, data: socket.socket, scenario: str, transport_is_dgram: bool,
                  mode: str, size: int, cpu: int | None,
-                 measured: socket.socket | None = None) -> None:
+                 measured: socket.socket | None = None,
+                 workers_own: tuple[socket.socket, ...] = ()) -> None:
         """``measured``: the measured side's end, closed in the peer so that
         closing it in the parent is an EOF for the peer (else the peer's
         inherited copy keeps the connection open: a stream echo would only
-        notice the end after PEER_IDLE)."""
+        notice the end after PEER_IDLE).  ``workers_own``: other sockets of
+        the worker, closed in the peer for the same reason (a lockstep
+        worker's turn socket: its close tells the main process the worker
+        has finished)."""
         self.impl = fastsock.IMPLEMENTATION
         # what _peer_main uses for a datagram stream (G): recorded, not chosen here
         self.batch = peer_batch(fastsock)
@@ -192,9 +184,9 @@ class Peer:
             code = 0
             try:
                 ctl_parent.close()
-                if measured is not None:
-                    measured.close()
-                _close_baton()
+                for own in (measured, *workers_own):
+                    if own is not None:
+                        own.close()
                 _set_pdeathsig()
                 if os.getppid() != parent:
                     os._exit(1)

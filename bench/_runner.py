@@ -421,7 +421,7 @@ def _execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], parg
     start = time.monotonic()
     print(f"fastsock-bench: {n} cases, preset {args.preset}, report {output}", flush=True)
     if base is not None:
-        how = "in lockstep, value by value" if base.lockstep and runner.args.warmups is not None \
+        how = "in lockstep, value by value" if _interleave.in_lockstep(base, runner.args) \
             else "worker by worker"
         print(f"fastsock-bench: interleaved with the base, {how}; base report "
               f"{outputs['base']}\n  {_interleave.describe(base)}", flush=True)

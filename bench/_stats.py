@@ -204,7 +204,7 @@ def paired_estimates(
     mean (scipy), its t interval exponentiated.  Fewer than 2 slots: p 1,
     no interval.  Every slot the same ratio (no spread, no t): the interval
     is that point, and p the exact sign test's, 2 / 2**n (1 at ratio 1)."""
-    from scipy.stats import t as student, ttest_1samp
+    from scipy.stats import ttest_1samp
 
     out = []
     for d in diffs:
@@ -212,7 +212,6 @@ def paired_estimates(
         if d.size == 0:
             raise ValueError("a paired estimate needs at least one slot")
         mean = float(d.mean())
-        sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
         if d.size < 2:
             out.append(Estimate(math.exp(mean), 0.0, math.inf, 1.0, d.size, d.size, True))
             continue
@@ -221,9 +220,9 @@ def paired_estimates(
             out.append(Estimate(math.exp(mean), math.exp(mean), math.exp(mean), p,
                                 d.size, d.size, True))
             continue
-        half = float(student.ppf(0.5 + confidence / 2.0, d.size - 1)) * sd / math.sqrt(d.size)
-        p = float(ttest_1samp(d, 0.0).pvalue)
-        out.append(Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), p,
+        res = ttest_1samp(d, 0.0)
+        low, high = res.confidence_interval(confidence)
+        out.append(Estimate(math.exp(mean), math.exp(low), math.exp(high), float(res.pvalue),
                             d.size, d.size, True))
     return out
 

@@ -200,14 +200,17 @@ class Baton:
 
 
 _BATON: Baton | None = None
+_BATON_READ = False  # the environment is read once, at the first timed call
 
 
 def baton() -> Baton | None:
-    """This worker's baton, made at the first timed call; None outside lockstep."""
-    global _BATON
-    spec = os.environ.get(LOCKSTEP_ENV)
-    if _BATON is None and spec:
-        _BATON = Baton(spec)
+    """This worker's baton (None outside lockstep), made at the first timed
+    call, before the case's set-up forks the peer (which closes its copy)."""
+    global _BATON, _BATON_READ
+    if not _BATON_READ:
+        spec = os.environ.get(LOCKSTEP_ENV)
+        _BATON = Baton(spec) if spec else None
+        _BATON_READ = True
     return _BATON
 
 
@@ -250,7 +253,8 @@ class Case:
             if worker_cpus:
                 os.sched_setaffinity(0, worker_cpus)
             self.peer = Peer(theirs, key.scenario, self.dgram, key.mode, key.size, peer_cpu,
-                             measured=mine)
+                             measured=mine,
+                             workers_own=(_BATON.sock,) if _BATON is not None else ())
         except BaseException:
             mine.close()
             raise
@@ -350,10 +354,10 @@ class Case:
     # ------------------------------------------------------------ timing
     def time_func(self, loops: int) -> float:
         try:
+            turn = baton()
             if self.sock is None:
                 self.setup()
             self.check_peer()
-            turn = baton()
             if turn is None:
                 return self._watched(loops)
             turn.take()

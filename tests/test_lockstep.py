@@ -6,6 +6,7 @@ whose slots share a machine state that would swamp an unpaired test)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -260,3 +261,25 @@ def test_every_slot_the_same_ratio_is_a_sign_test() -> None:
     assert e.p == pytest.approx(2.0 / 2 ** 8)
     (z,) = _stats.paired_estimates([np.zeros(8)])
     assert z.p == 1.0 and z.ratio == 1.0 and z.bounded
+
+
+def test_the_forked_peer_does_not_keep_the_workers_turn_socket() -> None:
+    # the main process learns that a worker finished from its turn socket's
+    # EOF: a peer holding an inherited copy would delay that to its own exit
+    from bench._peer import Peer
+    from bench._transports import make_pair
+
+    mine, theirs = make_pair("unix-stream")
+    turn, main_end = socket.socketpair()
+    try:
+        peer = Peer(theirs, "stream", False, "blocking", 64, None, measured=mine,
+                    workers_own=(turn,))
+        theirs.close()
+        turn.close()
+        main_end.settimeout(5.0)
+        assert main_end.recv(1) == b""  # EOF while the peer still runs
+        assert peer.pid > 0 and os.waitpid(peer.pid, os.WNOHANG) == (0, 0)
+        peer.close()
+    finally:
+        mine.close()
+        main_end.close()
