@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import fastsock
-from bench._report import Case
+from bench.analysis.report import Case
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = os.environ.get("FASTSOCK_PUREPYTHON", "") not in ("", "0")

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import pyperf
 
-from bench._report import SCHEMA_VERSION, CaseKey
+from bench.analysis.report import SCHEMA_VERSION, CaseKey
 
 FINGERPRINT = {
     "cpu_model_name": "Synthetic CPU @ 3.0GHz",
@@ -116,7 +116,7 @@ def make_suite(
 
 
 def write_report(path, keys=None, **kw) -> str:
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
 
     dump_suite(make_suite(keys, **kw), path)
     return str(path)
@@ -197,7 +197,7 @@ def make_realistic_suite(keys: Iterable[CaseKey] | None = None, *, seed: int = 1
 
 
 def write_realistic_report(path, keys=None, **kw) -> str:
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
 
     dump_suite(make_realistic_suite(keys, **kw), path)
     return str(path)
@@ -205,10 +205,10 @@ def write_realistic_report(path, keys=None, **kw) -> str:
 
 def make_report(keys=None, *, path: str = "synthetic.json",
                 processes_by_key: dict[CaseKey, int] | None = None, **kw):
-    """A loaded :class:`bench._report.Report` built in memory (no JSON round
+    """A loaded :class:`bench.analysis.report.Report` built in memory (no JSON round
     trip: fast enough for tests over many seeds).  ``processes_by_key``
     gives some cases another number of worker processes than the rest."""
-    from bench._report import Report, _case_from_benchmark, fingerprint
+    from bench.analysis.report import Report, _case_from_benchmark, fingerprint
 
     keys = list(keys if keys is not None else default_keys())
     rng = random.Random(kw.pop("seed", 1))
@@ -228,7 +228,7 @@ def make_report(keys=None, *, path: str = "synthetic.json",
 
 def write_foreign_report(path) -> str:
     """A valid pyperf report whose benchmark carries no fastsock metadata."""
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
 
     run = pyperf.Run([1.0, 1.1], metadata={"name": "not_fastsock", "unit": "second"},
                      collect_metadata=False)

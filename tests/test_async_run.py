@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 import fastsock
-from bench import _compare
-from bench import _matrix as M
-from bench import _plot
-from bench import _runner as R
-from bench._report import PERCENTILES, CaseKey, load_report
+from bench.analysis import compare as _compare
+from bench.run import matrix as M
+from bench.present import figures as _plot
+from bench.cli import run as R
+from bench.analysis.report import PERCENTILES, CaseKey, load_report
 from test_run_cli import (
     FAULT_BOUND,
     PURE,
@@ -181,11 +181,11 @@ def test_a_twins_worker_imports_no_event_loop() -> None:
     import it (nor asyncio), which would slow every worker's start."""
     import subprocess
 
-    code = ("import sys; from bench import _runner as R, _worker; "
+    code = ("import sys; from bench.cli import run as R; from bench.run import worker; "
             "R.make_plan(R.build_parser().parse_args(['--full', '--impl', 'all'])); "
             "print(sorted(m for m in ('asyncio', 'uvloop') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=RUN_TIMEOUT, cwd=str(Path(M.__file__).parent.parent))
+                         timeout=RUN_TIMEOUT, cwd=str(Path(M.__file__).parents[2]))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
 

@@ -1,4 +1,4 @@
-"""bench._compare, its renderers and the ``compare`` / ``speedup`` CLI, on
+"""bench.analysis.compare, its renderers and the ``compare`` / ``speedup`` CLI, on
 synthetic reports with known distributions (tests/synth.py)."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from bench import _compare_format, _units
-from bench._cli_compare import FORMATS
-from bench._compare import Settings, compare_reports, machine_differences, speedup
-from bench._report import CaseKey, Report
-from bench._stats import Correction, Verdict
+from bench.present import formats as _compare_format
+from bench.analysis import units as _units
+from bench.cli.compare import FORMATS
+from bench.analysis.compare import Settings, compare_reports, machine_differences, speedup
+from bench.analysis.report import CaseKey, Report
+from bench.analysis.stats import Correction, Verdict
 from tests import synth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,21 +253,8 @@ def test_units_of_the_change() -> None:
 
 
 def _command() -> list[str]:
-    """``python -m bench`` once bench/cli.py wires compare; until then a
-    stand-in built from the same add_*_parser functions."""
-    cli = ROOT / "bench" / "cli.py"
-    if (ROOT / "bench" / "__main__.py").exists() and cli.exists() \
-            and "add_compare_parser" in cli.read_text():
-        return [sys.executable, "-m", "bench"]
-    return [sys.executable, "-c", (
-        "import argparse, sys\n"
-        "from bench._cli_compare import add_compare_parser, add_speedup_parser\n"
-        "p = argparse.ArgumentParser(prog='fastsock-bench')\n"
-        "sub = p.add_subparsers(dest='command', required=True)\n"
-        "add_compare_parser(sub); add_speedup_parser(sub)\n"
-        "a = p.parse_args()\n"
-        "sys.exit(a.func(a))\n"
-    )]
+    """``python -m bench``: the real command line."""
+    return [sys.executable, "-m", "bench"]
 
 
 BAD_FILES = ("missing", "empty", "truncated", "not_json", "not_pyperf", "not_utf8", "foreign",

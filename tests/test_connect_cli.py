@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench._report import SCHEMA_VERSION, load_report
+from bench.analysis.report import SCHEMA_VERSION, load_report
 from test_run_cli import IMPLS, PURE, SMALL, expected_names, one_error_line, progress, run, where
 
 CONNECT = ["--quick", "--scenario", "connect", "--impl", IMPLS, *SMALL]

@@ -12,8 +12,13 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
 
-from bench import _compare, _compare_format, _html, _plot, _summary, _units  # noqa: E402
-from bench._report import CaseKey, load_report  # noqa: E402
+from bench.analysis import compare as _compare  # noqa: E402
+from bench.present import formats as _compare_format
+from bench.present import html as _html
+from bench.present import figures as _plot
+from bench.present import summary as _summary
+from bench.analysis import units as _units
+from bench.analysis.report import CaseKey, load_report  # noqa: E402
 from tests import synth  # noqa: E402
 
 TRANSPORTS = ("tcp4", "tcp6", "unix-stream")

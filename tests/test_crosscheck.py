@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import _crosscheck as X
+from bench.crosscheck import check as X
+from bench.crosscheck import tools as XT
 
 # The tree whose bench (and so fastsock) this test imported: in CI the
 # installed package, whose compiled loops the source tree does not have.
-REPO = Path(X.__file__).resolve().parent.parent
+REPO = Path(X.__file__).resolve().parents[2]
 
 # iperf3 -c 127.0.0.1 -l 64K -N -A 1,0 -t 2 -J (start and end sums only)
 IPERF3_TCP = """{"start": {"version": "iperf 3.12", "test_start": {"protocol": "TCP",
@@ -111,25 +112,25 @@ sockperf: ---> percentile 50.000 =    3.636
 
 
 def test_iperf3_tcp_is_the_receivers_rate_in_mb() -> None:
-    fig = X.parse_iperf3(IPERF3_TCP, udp=False)
+    fig = XT.parse_iperf3(IPERF3_TCP, udp=False)
     assert fig.value == pytest.approx(4062576640 / 2.000147 / 1e6)  # MB = 10^6 B
     assert fig.extra["retransmits"] == 167
     assert fig.loss is None
 
 
 def test_iperf3_tcp_intervals_are_the_short_windows() -> None:
-    fig = X.parse_iperf3(IPERF3_TCP_INTERVALS, udp=False)
+    fig = XT.parse_iperf3(IPERF3_TCP_INTERVALS, udp=False)
     assert fig.extra["windows"] == pytest.approx(
         [173015040 / 0.1000949963927269 / 1e6, 138936320 / 0.10000599920749664 / 1e6,
          138936320 / 0.09991800040006638 / 1e6, 129761280 / 0.10192699730396271 / 1e6])
     doc = json.loads(IPERF3_TCP_INTERVALS)
     doc["intervals"][-1]["sum"]["seconds"] = 0.002  # a short last interval: dropped
-    assert len(X.parse_iperf3(json.dumps(doc), udp=False).extra["windows"]) == 3
-    assert "windows" not in X.parse_iperf3(IPERF3_TCP, udp=False).extra
+    assert len(XT.parse_iperf3(json.dumps(doc), udp=False).extra["windows"]) == 3
+    assert "windows" not in XT.parse_iperf3(IPERF3_TCP, udp=False).extra
 
 
 def test_iperf3_udp_is_delivered_not_sent() -> None:
-    fig = X.parse_iperf3(IPERF3_UDP, udp=True)
+    fig = XT.parse_iperf3(IPERF3_UDP, udp=True)
     assert fig.value == pytest.approx(132786176 / 2.000115 / 1e6)
     assert fig.extra["sent_mbps"] == pytest.approx(455319040 / 2.000044 / 1e6)
     assert fig.loss == pytest.approx(219112 / 309320)
@@ -138,7 +139,7 @@ def test_iperf3_udp_is_delivered_not_sent() -> None:
 def test_iperf3_udp_without_sum_received_derives_delivery() -> None:
     doc = json.loads(IPERF3_UDP)
     del doc["end"]["sum_received"], doc["end"]["sum_sent"]  # iperf3 < 3.11
-    fig = X.parse_iperf3(json.dumps(doc), udp=True)
+    fig = XT.parse_iperf3(json.dumps(doc), udp=True)
     assert fig.value == pytest.approx(455319040 * (1 - 219112 / 309320) / 2.000115 / 1e6)
 
 
@@ -150,12 +151,12 @@ def test_iperf3_udp_without_sum_received_derives_delivery() -> None:
 ])
 def test_iperf3_bad_output_is_one_line(text: str, message: str) -> None:
     with pytest.raises(X.CrosscheckError, match=message) as info:
-        X.parse_iperf3(text, udp=False)
+        XT.parse_iperf3(text, udp=False)
     assert "\n" not in str(info.value)
 
 
 def test_sockperf_full_rtt() -> None:
-    fig = X.parse_sockperf(SOCKPERF_TCP)
+    fig = XT.parse_sockperf(SOCKPERF_TCP)
     assert fig.value == pytest.approx(106.948e-6)
     assert fig.p50 == pytest.approx(19.190e-6)
     assert fig.p99 == pytest.approx(3964.201e-6)
@@ -164,7 +165,7 @@ def test_sockperf_full_rtt() -> None:
 
 
 def test_sockperf_half_rtt_is_doubled() -> None:
-    fig = X.parse_sockperf(SOCKPERF_UDP_HALF)
+    fig = XT.parse_sockperf(SOCKPERF_UDP_HALF)
     assert fig.value == pytest.approx(2 * 6.129e-6)
     assert fig.p50 == pytest.approx(2 * 3.636e-6)
     assert fig.extra["full_rtt"] is False
@@ -172,12 +173,12 @@ def test_sockperf_half_rtt_is_doubled() -> None:
 
 def test_sockperf_counts_dropped_messages_as_loss() -> None:
     text = SOCKPERF_UDP_HALF.replace("# dropped messages = 0", "# dropped messages = 446")
-    assert X.parse_sockperf(text).loss == pytest.approx(446 / 44674)
+    assert XT.parse_sockperf(text).loss == pytest.approx(446 / 44674)
 
 
 def test_sockperf_without_figures_is_an_error() -> None:
     with pytest.raises(X.CrosscheckError, match="no average: sockperf: ERROR: connect"):
-        X.parse_sockperf("sockperf: ERROR: connect() failed\n")
+        XT.parse_sockperf("sockperf: ERROR: connect() failed\n")
 
 
 # ------------------------------------------------------------ rendering
@@ -265,17 +266,17 @@ def test_json_has_the_figures_and_every_run() -> None:
 
 def test_commands_are_the_documented_ones() -> None:
     by = {w.name: w for w in X.WORKLOADS}
-    server, client = X.tool_command(by["tcp-stream"], 5201, 2, (1, 0))
+    server, client = XT.tool_command(by["tcp-stream"], 5201, 2, (1, 0))
     assert server == ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5201"]
     assert client[:2] == ["iperf3", "-c"] and "-N" in client and "-J" in client
     assert client[client.index("-l") + 1] == "65536" and client[-2:] == ["-A", "1,0"]
     assert client[client.index("-i") + 1] == "0.1"
-    _, udp = X.tool_command(by["udp-stream"], 5201, 2, (None, None))
+    _, udp = XT.tool_command(by["udp-stream"], 5201, 2, (None, None))
     assert udp[udp.index("-b") + 1] == "0" and "-u" in udp and "-A" not in udp
-    server, client = X.tool_command(by["tcp-pingpong"], 11111, 1, (1, 0))
+    server, client = XT.tool_command(by["tcp-pingpong"], 11111, 1, (1, 0))
     assert server == ["sockperf", "sr", "-i", "127.0.0.1", "-p", "11111", "--tcp"]
     assert client[-5:] == ["-m", "64", "-t", "1", "--full-rtt"]
-    server, client = X.tool_command(by["udp-pingpong-epoll"], 11111, 1, (1, 0), "feed")
+    server, client = XT.tool_command(by["udp-pingpong-epoll"], 11111, 1, (1, 0), "feed")
     assert server == ["sockperf", "sr", "-f", "feed", "-F", "e", "--nonblocked"]
 
 
@@ -293,15 +294,15 @@ def _listener(port: int) -> list[str]:
 
 
 def test_a_server_is_stopped_when_the_block_ends() -> None:
-    port = X._free_port()
-    with X._Server(_listener(port), port, udp=False, cpu=None) as server:
+    port = XT._free_port()
+    with XT._Server(_listener(port), port, udp=False, cpu=None) as server:
         assert server.proc.poll() is None
     assert server.proc.poll() is not None  # stopped by pid, not left behind
 
 
 def test_a_server_that_never_listens_is_an_error_and_stopped(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(X, "SERVER_START", 0.3)
+    monkeypatch.setattr(XT, "SERVER_START", 0.3)
     started: list[subprocess.Popen[bytes]] = []
     real = subprocess.Popen
 
@@ -309,9 +310,9 @@ def test_a_server_that_never_listens_is_an_error_and_stopped(
         started.append(real(*a, **kw))  # type: ignore[call-overload]
         return started[-1]
 
-    monkeypatch.setattr(X.subprocess, "Popen", spy)
+    monkeypatch.setattr(XT.subprocess, "Popen", spy)
     with pytest.raises(X.CrosscheckError, match="did not listen within 0.3 s"):
-        X._Server([sys.executable, "-c", "import time; time.sleep(60)"], X._free_port(),
+        XT._Server([sys.executable, "-c", "import time; time.sleep(60)"], XT._free_port(),
                   udp=False, cpu=None)
     assert started and started[0].poll() is not None
 

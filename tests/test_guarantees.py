@@ -13,7 +13,7 @@ hand-picked bad inputs.  This file widens them in-process:
 * atomic writes: a write that fails midway (in-process) or a writer killed
   by SIGKILL midway (a child) leaves the previous report intact and no
   temporary file;
-* hygiene: real cases run through ``bench._worker.Case`` in this process
+* hygiene: real cases run through ``bench.run.worker.Case`` in this process
   leave no file descriptor, child process or ``fastsock-*`` directory.
 
 Hypothesis settings stay modest (at most 200 examples, no deadline: the
@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import bench
-from bench import _matrix as M
-from bench import _report
-from bench._report import CaseKey, Report, ReportError, load_report, write_atomic
-from bench._runner import Plan, UsageError, build_parser, make_plan, pyperf_args
+from bench.run import matrix as M
+from bench.analysis import report as _report
+from bench.analysis.report import CaseKey, Report, ReportError, load_report, write_atomic
+from bench.cli.run import Plan, UsageError, build_parser, make_plan, pyperf_args
 from tests import synth
 
 REPO = Path(bench.__file__).resolve().parent.parent
@@ -317,7 +317,7 @@ def test_a_write_interrupted_by_a_signal_keeps_the_previous_report(
 # writing (its file's write() is slowed down so the kill lands inside it).
 KILLED_WRITER = textwrap.dedent("""
     import os, sys, time
-    from bench._report import write_atomic
+    from bench.analysis.report import write_atomic
     real_fdopen = os.fdopen
     class Slow:
         def __init__(self, fd, mode):
@@ -390,8 +390,8 @@ def test_cases_run_in_process_leak_nothing() -> None:
     """Sockets, the forked peer and Unix socket files (a fastsock-* folder)
     of real cases: gone after close()."""
     import fastsock
-    from bench import _transports, _worker
-
+    from bench.run import transports as _transports
+    from bench.run import worker as _worker
     impl = fastsock.IMPLEMENTATION
     keys = [CaseKey(scenario, transport, "blocking", 256, impl)
             for scenario in ("stream", "pingpong")
@@ -417,8 +417,7 @@ def test_cases_run_in_process_leak_nothing() -> None:
 
 def test_close_without_a_run_and_twice_is_safe() -> None:
     import fastsock
-    from bench import _worker
-
+    from bench.run import worker as _worker
     fds = _fds()
     case = _worker.Case(CaseKey("stream", "unix-stream", "blocking", 64,
                                 fastsock.IMPLEMENTATION))

@@ -1,4 +1,4 @@
-"""The HTML report of bench._html: it parses, it refers to nothing outside
+"""The HTML report of bench.present.html: it parses, it refers to nothing outside
 itself, it escapes what reports contain, it carries the tables, figures and
 the compare verdict, and Chromium renders it to a page that is not blank;
 plus the ``report`` subcommand."""
@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from bench import _html  # noqa: E402
-from bench._report import CaseKey, load_report  # noqa: E402
+from bench.present import html as _html  # noqa: E402
+from bench.analysis.report import CaseKey, load_report  # noqa: E402
 from tests import synth  # noqa: E402
 from tests.test_plot import run_cli, small_keys  # noqa: E402
 
@@ -118,8 +118,7 @@ def test_realistic_page(real_html: tuple[Any, str]) -> None:
 
 def test_speedup_and_loss_cells(real_html: tuple[Any, str]) -> None:
     report, markup = real_html
-    from bench import _plot
-
+    from bench.present import figures as _plot
     sp = _plot.speedups(report)[CaseKey("stream", "tcp4", "blocking", 64, "cython")]
     assert f"{sp:.2f}×" in markup
     assert "1.0 %" in markup  # synthetic UDP loss at 65507 B: 1%
@@ -129,7 +128,7 @@ def test_escapes_report_text(tmp_path: Path, no_raster: None) -> None:
     evil = "<script>alert('x')</script>"
     suite = synth.make_realistic_suite(small_keys(), processes=2,
                                        extra_meta={"cpu_model_name": evil, "hostname": "<b>h"})
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
 
     dump_suite(suite, tmp_path / "evil.json")
     report = load_report(tmp_path / "evil.json")
@@ -145,7 +144,7 @@ def test_compare_section(tmp_path: Path, no_raster: None) -> None:
                                             modes=("blocking", "spin"))
             if k.size in (64, 4096)]
     slower = {k: 1.2 for k in keys if k.transport == "tcp4" and k.impl == "python"}
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
 
     dump_suite(synth.make_realistic_suite(keys, seed=3, processes=8), tmp_path / "base.json")
     dump_suite(synth.make_realistic_suite(keys, seed=4, processes=8, scale=slower),

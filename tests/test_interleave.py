@@ -21,8 +21,8 @@ from pathlib import Path
 import pyperf
 import pytest
 
-from bench import _interleave
-from bench._report import load_report
+from bench.run import lockstep as _interleave
+from bench.analysis.report import load_report
 from test_run_cli import ONE_IMPL, Where, one_error_line, run, where
 
 SELECTION = ["--scenario", "pingpong", "--transport", "unix-stream", "--mode", "blocking",
@@ -221,8 +221,7 @@ def test_existing_base_output_is_not_overwritten(tmp_path: Path) -> None:
 
 def test_ci_example_uses_flags_run_accepts() -> None:
     """examples/ci-regression.yml's `run` line parses with today's flags."""
-    from bench import _runner as R
-
+    from bench.cli import run as R
     text = (Path(__file__).resolve().parent.parent / "examples" / "ci-regression.yml").read_text()
     joined = text.replace("\\\n", " ")
     lines = [ln for ln in joined.splitlines() if "fastsock-bench run " in ln]

@@ -1,7 +1,7 @@
 """Lockstep interleaving (``run --base-python``): the turn-taking between
-the main process and two workers (bench._interleave.alternate, with the
-workers' side, bench._worker.Baton), then the paired statistics compare
-applies to such reports (bench._stats.paired_estimates, synthetic reports
+the main process and two workers (bench.run.lockstep.alternate, with the
+workers' side, bench.run.worker.Baton), then the paired statistics compare
+applies to such reports (bench.analysis.stats.paired_estimates, synthetic reports
 whose slots share a machine state that would swamp an unpaired test)."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import _interleave, _stats
-from bench._compare import compare_reports
-from bench._report import Report, _case_from_benchmark, fingerprint
-from bench._stats import Verdict
-from bench._worker import Baton, CaseFailed
+from bench.run import lockstep as _interleave
+from bench.analysis import stats as _stats
+from bench.analysis.compare import compare_reports
+from bench.analysis.report import Report, _case_from_benchmark, fingerprint
+from bench.analysis.stats import Verdict
+from bench.run.worker import Baton, CaseFailed
 from tests import synth
 
 KEYS = synth.default_keys()
@@ -266,8 +267,8 @@ def test_every_slot_the_same_ratio_is_a_sign_test() -> None:
 def test_the_forked_peer_does_not_keep_the_workers_turn_socket() -> None:
     # the main process learns that a worker finished from its turn socket's
     # EOF: a peer holding an inherited copy would delay that to its own exit
-    from bench._peer import Peer
-    from bench._transports import make_pair
+    from bench.run.peer import Peer
+    from bench.run.transports import make_pair
 
     mine, theirs = make_pair("unix-stream")
     turn, main_end = socket.socketpair()

@@ -1,8 +1,8 @@
-"""The case matrix (bench._matrix) and the run command's selection flags.
+"""The case matrix (bench.run.matrix) and the run command's selection flags.
 
 Design note: pure enumeration and parsing, no socket opened except the
-probes the runner itself makes (``bench._transports.max_datagrams``,
-``available``).  The run command's plan (``bench._runner.make_plan``) is
+probes the runner itself makes (``bench.run.transports.max_datagrams``,
+``available``).  The run command's plan (``bench.cli.run.make_plan``) is
 checked here too, since it is where the flags meet the matrix; the real CLI
 in a subprocess is ``test_run_cli.py``.
 """
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 import fastsock
-from bench import _matrix as M
-from bench import _runner as R
-from bench import _transports as T
-from bench._report import CaseKey
+from bench.run import matrix as M
+from bench.cli import run as R
+from bench.run import transports as T
+from bench.analysis.report import CaseKey
 
 # The largest datagrams the matrix is told about when it is tested alone
 # (bytes): the real UDP bounds and a plausible Unix datagram bound.
@@ -457,8 +457,7 @@ def test_connect_named_with_what_it_lacks_is_an_error(argv: list[str], says: str
 
 
 def test_connect_is_not_for_remote(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bench import _remote
-
+    from bench.remote import client as _remote
     monkeypatch.setattr(_remote, "transports", lambda remote, requested: ["tcp4", "udp4"])
     cases = plan(["--quick", "--remote", "127.0.0.1:9"]).cases
     assert cases and "connect" not in {c.scenario for c in cases}
@@ -468,8 +467,7 @@ def test_connect_is_not_for_remote(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_server_refuses_a_connect_case() -> None:
-    from bench import _protocol as P
-
+    from bench.remote import protocol as P
     with pytest.raises(P.ProtocolError) as exc:
         P.check_request({"fastsock": P.PROTOCOL, "op": "case", "scenario": "connect",
                          "transport": "tcp4", "mode": "blocking", "size": 1}, 1 << 20)

@@ -32,7 +32,7 @@ from typing import Iterator
 
 import pytest
 
-from bench._report import Case, load_report
+from bench.analysis.report import Case, load_report
 from serve_support import IMPL, TINY, ServerProcess, run_bench, throughput
 
 # The shaped rate, in bit/s and in bytes/s.

@@ -1,4 +1,4 @@
-"""Figures of bench._plot, built from synthetic reports and checked on the
+"""Figures of bench.present.figures, built from synthetic reports and checked on the
 matplotlib objects (axes, labels, units, line counts, titles, legends), plus
 the files plot_report writes and the ``plot`` subcommand.
 
@@ -20,8 +20,8 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
 
-from bench import _plot  # noqa: E402
-from bench._report import CaseKey, load_report  # noqa: E402
+from bench.present import figures as _plot  # noqa: E402
+from bench.analysis.report import CaseKey, load_report  # noqa: E402
 from tests import synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +214,7 @@ def test_only_python_impl_has_no_speedup(tmp_path: Path) -> None:
 def test_peer_noted_when_not_compiled(tmp_path: Path) -> None:
     suite = synth.make_suite(small_keys(), processes=2)
     path = tmp_path / "peer.json"
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
     import pyperf
 
     benches = []
@@ -230,7 +230,7 @@ def test_peer_noted_when_not_compiled(tmp_path: Path) -> None:
 
 def compare_pair(tmp_path: Path, slower: float = 1.2) -> tuple[Any, Any, dict[CaseKey, float]]:
     """A base and a new report, tcp4's Python cases made slower in the new."""
-    from bench._report import dump_suite
+    from bench.analysis.report import dump_suite
 
     keys = [k for k in synth.realistic_keys(transports=("tcp4", "unix-stream"),
                                             modes=("blocking", "spin"))
@@ -243,7 +243,7 @@ def compare_pair(tmp_path: Path, slower: float = 1.2) -> tuple[Any, Any, dict[Ca
 
 
 def test_compare_figure(tmp_path: Path) -> None:
-    from bench._compare import compare_reports
+    from bench.analysis.compare import compare_reports
 
     base, new, scale = compare_pair(tmp_path)
     comparison = compare_reports(base, new)
@@ -284,20 +284,9 @@ def test_plot_report_with_base(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "new_compare.svg") in written
 
 
-CLI = (
-    "import argparse, sys\n"
-    "from bench._cli_plot import add_plot_parser, add_report_parser\n"
-    "p = argparse.ArgumentParser(prog='fastsock-bench')\n"
-    "sub = p.add_subparsers(required=True)\n"
-    "add_plot_parser(sub); add_report_parser(sub)\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.func(a))\n"
-)
-
-
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The subcommands as bench/cli.py wires them, in a real process."""
-    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 

@@ -45,8 +45,8 @@ import pytest
 
 import bench
 import fastsock
-from bench import _runner as R
-from bench._report import PERCENTILES, SCHEMA_VERSION, load_report
+from bench.cli import run as R
+from bench.analysis.report import PERCENTILES, SCHEMA_VERSION, load_report
 
 # The tree whose `bench` (and fastsock) these tests imported: the subprocess
 # must run the same code.

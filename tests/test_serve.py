@@ -25,10 +25,10 @@ from typing import Any, Iterator
 import pytest
 
 import fastsock
-from bench import _protocol as P
-from bench import _remote
-from bench._peer import Peer
-from bench._report import CaseKey, load_report
+from bench.remote import protocol as P
+from bench.remote import client as _remote
+from bench.run.peer import Peer
+from bench.analysis.report import CaseKey, load_report
 from serve_support import HOME, IMPL, TINY, ServerProcess, env, run_bench
 
 TOKEN = "test-token-\u00e9"  # non-ASCII on purpose: UTF-8 on both ends
@@ -357,7 +357,7 @@ def test_client_vanishing_mid_case(server: ServerProcess) -> None:
 
 
 def test_no_data_connection_within_the_bound(server: ServerProcess) -> None:
-    from bench._serve import ACCEPT_TIMEOUT
+    from bench.remote.server import ACCEPT_TIMEOUT
 
     sock, reader, greeting = raw_connect(server)
     with sock:

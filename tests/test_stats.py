@@ -1,4 +1,4 @@
-"""bench._stats: the exact U distribution, the Hodges-Lehmann interval, the
+"""bench.analysis.stats: the exact U distribution, the Hodges-Lehmann interval, the
 corrections, the verdict rules, and their error rates on known noise."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import false_discovery_control, mannwhitneyu
 
-from bench import _stats
-from bench._stats import Correction, Estimate, Verdict
+from bench.analysis import stats as _stats
+from bench.analysis.stats import Correction, Estimate, Verdict
 
 
 @pytest.mark.parametrize("n, m", [(1, 1), (3, 3), (5, 9), (8, 8), (12, 7)])

@@ -1,4 +1,4 @@
-"""bench._worker's timed region: what a stream value counts.
+"""bench.run.worker's timed region: what a stream value counts.
 
 Each check runs a real case (forked peer, loopback TCP) in a subprocess: a
 worker pins its CPU, registers atexit handlers and ends with ``os._exit``
@@ -25,8 +25,9 @@ DELAY = 0.5
 CODE = textwrap.dedent("""
     import sys, time
     import fastsock
-    from bench import _peer, _worker
-    from bench._report import CaseKey
+    from bench.run import peer as _peer
+    from bench.run import worker as _worker
+    from bench.analysis.report import CaseKey
 
     _peer.SHARED_CLOCK = sys.argv[1] == "stamp"
     real = _peer.Peer.answer
@@ -52,7 +53,7 @@ def _elapsed(mode: str) -> float:
 
 
 def test_a_late_confirmation_is_not_timed_with_a_local_peer() -> None:
-    from bench._peer import SHARED_CLOCK
+    from bench.run.peer import SHARED_CLOCK
 
     if not SHARED_CLOCK:
         pytest.skip("perf_counter is not CLOCK_MONOTONIC here: the peer cannot stamp")

@@ -1,4 +1,4 @@
-"""``fastsock-bench crosscheck``: the suite's compiled cases beside iperf3 and sockperf.
+"""``crosscheck``: the suite's compiled cases beside iperf3 and sockperf.
 
 Design note
 -----------
@@ -26,7 +26,7 @@ The pairs, chosen so that the two sides do the same work:
   (``-f``), so the epoll rows give it one, plus ``--nonblocked``.
 
 Fairness: both tools get the CPUs the suite gives its two sides
-(:func:`bench._peer.choose_cpus`: measured side = client/sender, peer =
+(:func:`bench.run.peer.choose_cpus`: measured side = client/sender, peer =
 server/receiver, each on its own CPU), iperf3 through ``-A``, sockperf
 through the affinity of its processes.  Figures: MB/s with MB = 10**6 B
 (iperf3's own ``-f M`` would be 2**20), RTT in µs (sockperf without
@@ -62,312 +62,33 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from bench._units import MB, fmt_loss, usec
+from bench.analysis.units import MB, fmt_loss, usec
+
+from bench.crosscheck.tools import (
+    TOOLS,
+    UDP_SIZE,
+    WINDOW,
+    WINDOW_Q,
+    WORKLOADS,
+    CrosscheckError,
+    Figure,
+    Workload,
+    missing_tools,
+    run_tool,
+    tool_command,
+)
 
 # Suite/tool ratio beyond which the two disagree (a fraction).
 AGREE = 0.05
-# Seconds a tool's server may take to listen.
-SERVER_START = 5.0
-# Seconds past the -t duration a tool client may take before it is killed.
-CLIENT_GRACE = 20.0
-# Seconds a stopped server gets before SIGKILL.
-STOP_GRACE = 2.0
-# Attempts at a free port (another program may take it between the probe
-# and the server's bind).
-PORT_TRIES = 3
-# iperf3 UDP datagram size: the largest UDP payload in a 1500 B MTU packet
-# (bytes); the suite runs the same size.
-UDP_SIZE = 1472
-# iperf3's reporting interval (seconds, -i): windows about as long as one
-# pyperf value of the suite (tens of ms), to compare the two distributions.
-WINDOW = 0.1
-# The quantile of those windows compared (a fraction): what the two reach
-# when the machine leaves them alone, which a loaded machine's medians hide.
-WINDOW_Q = 0.9
-
-TOOLS = ("iperf3", "sockperf")
-
-
-@dataclass(frozen=True)
-class Workload:
-    """One pair: a tool's invocation and the suite case doing the same work."""
-
-    name: str
-    tool: str           # "iperf3" or "sockperf"
-    scenario: str       # the suite's case ...
-    transport: str
-    mode: str
-    size: int
-    epoll: bool = False  # sockperf: feed file + -F epoll + --nonblocked
-
-    @property
-    def case(self) -> str:
-        return f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/cython"
-
-    @property
-    def udp(self) -> bool:
-        return self.transport.startswith("udp")
-
-
-WORKLOADS = (
-    Workload("tcp-stream", "iperf3", "stream", "tcp4", "blocking", 65536),
-    Workload("udp-stream", "iperf3", "stream", "udp4", "blocking", UDP_SIZE),
-    Workload("tcp-pingpong", "sockperf", "pingpong", "tcp4", "blocking", 64),
-    Workload("tcp-pingpong-epoll", "sockperf", "pingpong", "tcp4", "nonblocking", 64, epoll=True),
-    Workload("udp-pingpong", "sockperf", "pingpong", "udp4", "blocking", 64),
-    Workload("udp-pingpong-epoll", "sockperf", "pingpong", "udp4", "nonblocking", 64, epoll=True),
-)
-
-
-class CrosscheckError(RuntimeError):
-    """A tool or the suite failed; str() is one line."""
-
-
-@dataclass
-class Figure:
-    """One measurement: throughput (MB/s) or mean RTT (s), and extras."""
-
-    value: float                 # MB/s (stream) or seconds (pingpong, mean RTT)
-    p50: float | None = None     # seconds (pingpong)
-    p99: float | None = None     # seconds (pingpong)
-    loss: float | None = None    # fraction (UDP)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ parsing
-
-
-def parse_iperf3(text: str, udp: bool) -> Figure:
-    """iperf3 ``-J`` output -> the receiver's rate in MB/s (and UDP loss).
-
-    The receiver's figure is what was delivered: for UDP at ``-b 0`` the
-    sender's is only what the socket accepted.  iperf3 >= 3.11 has
-    ``end.sum_received`` for UDP; older ones only ``end.sum``, whose bytes
-    are the sent ones, so delivered = sent * (1 - lost/packets).
-    """
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise CrosscheckError("iperf3 printed no JSON (is it iperf3 3.x?)") from None
-    if not isinstance(doc, dict):
-        raise CrosscheckError("iperf3 printed unexpected JSON")
-    if doc.get("error"):
-        raise CrosscheckError(f"iperf3: {doc['error']}")
-    end = doc.get("end") or {}
-    try:
-        if not udp:
-            rcv = end["sum_received"]
-            extra: dict[str, Any] = {
-                "retransmits": int(end.get("sum_sent", {}).get("retransmits", 0))}
-            # the client's intervals (sent bytes: within a 100 ms window the
-            # socket buffers, a few MB, shift little); a short last one dropped
-            windows = [i["sum"]["bytes"] / i["sum"]["seconds"] / MB
-                       for i in doc.get("intervals") or []
-                       if i.get("sum", {}).get("seconds", 0) >= WINDOW / 2]
-            if windows:
-                extra["windows"] = windows
-            return Figure(rcv["bytes"] / rcv["seconds"] / MB, extra=extra)
-        total = end["sum"]
-        packets = int(total["packets"])
-        lost = int(total["lost_packets"])
-        loss = lost / packets if packets else 0.0
-        if "sum_received" in end:
-            rcv = end["sum_received"]
-            mbps = rcv["bytes"] / rcv["seconds"] / MB
-        else:
-            mbps = total["bytes"] * (1 - loss) / total["seconds"] / MB
-        sent = end.get("sum_sent", total)
-        extra = {"sent_mbps": sent["bytes"] / sent["seconds"] / MB, "packets": packets}
-        return Figure(mbps, loss=loss, extra=extra)
-    except (KeyError, TypeError, ZeroDivisionError, ValueError):
-        raise CrosscheckError("iperf3 JSON lacks the end-of-test sums") from None
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_AVG = re.compile(r"avg-(rtt|latency)=([0-9.]+)")
-_PCT = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
-_DROPPED = re.compile(r"# dropped messages = (\d+)")
-_VALID = re.compile(r"\[Valid Duration\].*?SentMessages=(\d+); ReceivedMessages=(\d+)")
-
-
-def parse_sockperf(text: str) -> Figure:
-    """sockperf ping-pong output -> mean RTT and percentiles, in seconds.
-
-    With ``--full-rtt`` sockperf prints ``avg-rtt`` and RTT percentiles;
-    without, ``avg-latency`` and percentiles of half the RTT: those are
-    doubled here, so the result is always an RTT.
-    """
-    text = _ANSI.sub("", text)
-    m = _AVG.search(text)
-    if not m:
-        line = next((ln for ln in text.splitlines() if "ERROR" in ln or "rror" in ln), "")
-        raise CrosscheckError(f"sockperf printed no average{': ' + line.strip() if line else ''}")
-    factor = 1.0 if m.group(1) == "rtt" else 2.0  # half an RTT unless --full-rtt
-    pct = {float(q): float(v) * factor * 1e-6 for q, v in _PCT.findall(text)}
-    fig = Figure(float(m.group(2)) * factor * 1e-6, p50=pct.get(50.0), p99=pct.get(99.0))
-    valid = _VALID.search(text)
-    if valid:
-        sent, received = int(valid.group(1)), int(valid.group(2))
-        fig.extra["round_trips"] = received
-        dropped = _DROPPED.search(text)
-        if dropped and sent:
-            fig.loss = int(dropped.group(1)) / sent
-    fig.extra["full_rtt"] = factor == 1.0
-    return fig
-
-
-# ----------------------------------------------------------- running tools
-
-
-def missing_tools(path: str | None = None) -> list[str]:
-    return [t for t in TOOLS if shutil.which(t, path=path) is None]
-
-
-def _free_port() -> int:
-    """A loopback port free for both TCP and UDP right now."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port: int = t.getsockname()[1]
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise CrosscheckError("no free loopback port")
-
-
-def _listening(port: int, udp: bool) -> bool:
-    """True when something is bound to 127.0.0.1:port (TCP: listening).
-    Read from /proc/net: probing with a connection would use up iperf3's
-    one test (-1)."""
-    table, state = ("/proc/net/udp", "07") if udp else ("/proc/net/tcp", "0A")
-    want = f"0100007F:{port:04X}"
-    try:
-        with open(table) as f:
-            next(f)
-            return any(ln.split()[1] == want and ln.split()[3] == state for ln in f)
-    except OSError:
-        return True  # no /proc: fall back on the start-up sleep below
-
-
-def _pin(cpu: int | None) -> Callable[[], None] | None:
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
-class _Server:
-    """A tool's server on loopback; stopped by pid on exit from the block."""
-
-    def __init__(self, argv: list[str], port: int, udp: bool, cpu: int | None) -> None:
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT, preexec_fn=_pin(cpu))
-        self.argv = argv
-        deadline = time.monotonic() + SERVER_START
-        if not os.path.exists("/proc/net/tcp"):
-            time.sleep(0.5)
-        while not _listening(port, udp):
-            if self.proc.poll() is not None:
-                raise CrosscheckError(f"{argv[0]} server exited: {self.output()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise CrosscheckError(f"{argv[0]} server did not listen within {SERVER_START:g} s")
-            time.sleep(0.02)
-
-    def output(self) -> str:
-        self.log.seek(0)
-        lines = _ANSI.sub("", self.log.read().decode("utf-8", "replace")).strip().splitlines()
-        return lines[-1] if lines else "(no output)"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def __enter__(self) -> "_Server":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _client(argv: list[str], seconds: float, cpu: int | None) -> tuple[str, str]:
-    """Run a tool's client; (stdout, stderr)."""
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=seconds + CLIENT_GRACE, preexec_fn=_pin(cpu))
-    except subprocess.TimeoutExpired:
-        raise CrosscheckError(f"{argv[0]} client did not finish within "
-                              f"{seconds + CLIENT_GRACE:g} s") from None
-    out = done.stdout.decode("utf-8", "replace")
-    if done.returncode != 0 and not out.strip():
-        err = _ANSI.sub("", done.stderr.decode("utf-8", "replace")).strip().splitlines()
-        raise CrosscheckError(f"{argv[0]} exited {done.returncode}: {err[-1] if err else ''}")
-    return out, done.stderr.decode("utf-8", "replace")
-
-
-def tool_command(w: Workload, port: int, seconds: float, cpus: tuple[int | None, int | None],
-                 feed: str | None = None) -> tuple[list[str], list[str]]:
-    """(server argv, client argv) of a workload's tool."""
-    client_cpu, server_cpu = cpus
-    if w.tool == "iperf3":
-        server = ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)]
-        client = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", f"{seconds:g}", "-J",
-                  "-l", str(w.size)]
-        client += ["-u", "-b", "0"] if w.udp else ["-N", "-i", f"{WINDOW:g}"]
-        if client_cpu is not None and server_cpu is not None:
-            client += ["-A", f"{client_cpu},{server_cpu}"]
-        return server, client
-    if w.epoll:
-        assert feed is not None
-        where = ["-f", feed, "-F", "e", "--nonblocked"]
-        server, client = ["sockperf", "sr"] + where, ["sockperf", "pp"] + where
-    else:
-        where = ["-i", "127.0.0.1", "-p", str(port)] + ([] if w.udp else ["--tcp"])
-        server, client = ["sockperf", "sr"] + where, ["sockperf", "pp"] + where
-    client += ["-m", str(w.size), "-t", f"{seconds:g}", "--full-rtt"]
-    return server, client
-
-
-def run_tool(w: Workload, seconds: float, cpus: tuple[int | None, int | None]) -> Figure:
-    """One run of the workload's tool (server and client), bounded in time."""
-    last: CrosscheckError | None = None
-    for _ in range(PORT_TRIES):
-        port = _free_port()
-        with tempfile.TemporaryDirectory(prefix="fastsock-xc-") as tmp:
-            feed = None
-            if w.epoll:
-                feed = os.path.join(tmp, "feed.txt")
-                with open(feed, "w") as f:  # sockperf's feed file: one address
-                    f.write(f"{'U' if w.udp else 'T'}:127.0.0.1:{port}\n")
-            server_argv, client_argv = tool_command(w, port, seconds, cpus, feed)
-            try:
-                # iperf3's server listens on TCP (its control channel) even for -u
-                with _Server(server_argv, port, w.udp and w.tool == "sockperf", cpus[1]):
-                    out, err = _client(client_argv, seconds, cpus[0])
-            except CrosscheckError as exc:
-                last = exc  # most likely the port was taken: try another
-                continue
-        if w.tool == "iperf3":
-            return parse_iperf3(out, w.udp)
-        return parse_sockperf(out + err)
-    assert last is not None
-    raise last
 
 
 def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
     """The suite's compiled case as a subprocess (``python -m bench run``)."""
-    from bench._report import ReportError, load_report
+    from bench.analysis.report import ReportError, load_report
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import bench
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="fastsock-xc-") as tmp:
@@ -462,7 +183,7 @@ class Row:
     def window_q(self, side: str) -> float | None:
         """WINDOW_Q quantile of one side's short windows (MB/s), pooled over
         the repetitions: iperf3's 100 ms intervals, the suite's pyperf values."""
-        from bench._worker import percentile
+        from bench.run.worker import percentile
 
         runs = self.tool_runs if side == "tool" else self.suite_runs
         pooled = sorted(v for r in runs for v in r.extra.get("windows", ()))
@@ -485,7 +206,7 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
                progress: Callable[[str], None] = lambda s: None,
                path: str | None = None) -> Result:
     """Run each workload's tool and suite case alternately, ``repeat`` times."""
-    from bench._peer import choose_cpus
+    from bench.run.peer import choose_cpus
 
     worker, peer = choose_cpus()
     cpus = (min(worker) if worker else None, peer)

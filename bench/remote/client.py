@@ -4,7 +4,7 @@ Design note
 -----------
 A case measured against ``fastsock-bench serve`` differs from a local one
 only in where its peer is.  :func:`open_case` returns what
-``bench._transports.make_pair`` and ``bench._peer.Peer`` give a local case,
+``bench.run.transports.make_pair`` and ``bench.run.peer.Peer`` give a local case,
 the measured side's connected socket and a peer object, so the worker's
 timed functions run unchanged: :class:`RemotePeer` has ``Peer``'s interface
 (``order``, ``answer``, ``ready``, ``wait_ready``, ``close``, ``impl``,
@@ -20,7 +20,7 @@ an IPv6 one tcp6 and udp6; Unix transports never cross hosts.
 
 The token travels to workers in the environment (``FASTSOCK_TOKEN``,
 inherited through pyperf), never on their command lines; on the wire only
-an HMAC of the server's nonce is sent (see :mod:`bench._protocol`).
+an HMAC of the server's nonce is sent (see :mod:`bench.remote.protocol`).
 
 Every wait is bounded: connecting and each handshake line by
 ``SETUP_TIMEOUT``; answers by the caller's timeout, as for a local peer.
@@ -48,9 +48,9 @@ from typing import Any, Iterable
 import fastsock
 
 import bench
-from bench import _protocol as P
-from bench._peer import EXIT_GRACE, FRAME, PeerError, recv_frame
-from bench._report import CaseKey
+from bench.remote import protocol as P
+from bench.run.peer import EXIT_GRACE, FRAME, PeerError, recv_frame
+from bench.analysis.report import CaseKey
 
 # Bound on connecting and on each handshake line (seconds).
 SETUP_TIMEOUT = 5.0
@@ -180,7 +180,7 @@ def hello(remote: str, token: str | None = None, family: int = socket.AF_UNSPEC)
 
 
 class RemotePeer:
-    """``bench._peer.Peer``'s interface over a server's control connection."""
+    """``bench.run.peer.Peer``'s interface over a server's control connection."""
 
     def __init__(self, ctl: socket.socket, where: str, impl: str, batch: int = 1) -> None:
         self.ctl = ctl
@@ -358,8 +358,7 @@ def open_case(remote: str, key: CaseKey, token: str | None = None, watch: bool =
 def transports(remote: str, requested: str | None) -> list[str]:
     """The transports a run against ``remote`` can use: those of its address
     family.  Asking for another one is a MatrixError naming why."""
-    from bench import _matrix as M
-
+    from bench.run import matrix as M
     try:
         host, _ = P.parse_hostport(remote)
     except ValueError as exc:
@@ -392,8 +391,7 @@ def prepare(remote: str, token: str | None) -> Info:
 def check_plan(info: Info, cases: Iterable[CaseKey], requested: str | None) -> dict[str, Any]:
     """Check the cases against the server's limits, say (once) what is
     skipped, and return the ``remote_*`` metadata for the report."""
-    from bench import _matrix as M
-
+    from bench.run import matrix as M
     cases = list(cases)
     max_size = info.limits.get("max_size")
     if isinstance(max_size, int):

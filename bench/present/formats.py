@@ -2,12 +2,12 @@
 
 Design note
 -----------
-One renderer per format, fed by :mod:`bench._compare`'s results, so the
+One renderer per format, fed by :mod:`bench.analysis.compare`'s results, so the
 three outputs cannot disagree on a number.  Ratios are always time ratios
 new/base (below 1 is faster), whatever the scenario, and beside them the
 change a person reads in the case's own unit (-9.1% MB/s, +10.0% RTT,
 -9.1% conn/s,
-:func:`bench._units.fmt_change`).  The terminal table is colour-coded only
+:func:`bench.analysis.units.fmt_change`).  The terminal table is colour-coded only
 when asked (the CLI asks when stdout is a terminal and NO_COLOR is unset);
 the Markdown puts the verdict and the flagged cases first, for a pull
 request comment, the full table folded; the JSON carries raw seconds and
@@ -21,10 +21,10 @@ import math
 import os
 from typing import Any, Mapping, Sequence, TextIO
 
-from bench import _units
-from bench._compare import CaseResult, Comparison, Difference, Metric, Speedup
-from bench._report import CaseKey
-from bench._stats import Estimate, Verdict
+from bench.analysis import units as _units
+from bench.analysis.compare import CaseResult, Comparison, Difference, Metric, Speedup
+from bench.analysis.report import CaseKey
+from bench.analysis.stats import Estimate, Verdict
 
 FORMATS = ("table", "markdown", "json")
 JSON_SCHEMA = 1  # version of the JSON documents below

@@ -88,6 +88,17 @@ SCHEMA_VERSION = 1
 MAX_REPORT_BYTES = 256 * 1024 * 1024
 
 CASE_FIELDS = ("scenario", "transport", "mode", "size", "impl")
+# The values of those fields this fastsock knows, in the order they are
+# shown (bench.run.matrix enumerates cases of them; a report may hold others,
+# which readers show after these).
+SCENARIOS = ("stream", "pingpong", "connect")
+TRANSPORTS = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
+DGRAM_TRANSPORTS = ("udp4", "udp6", "unix-dgram")
+MODES = ("blocking", "timeout", "nonblocking", "spin")
+COMPILED, PYTHON = "cython", "python"  # the twins
+TWIN_IMPLS = (COMPILED, PYTHON)
+# The event-loop comparators, "<event loop>-<API>" (fastsock._asyncloops).
+ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock")
 # Defaults for fields added after schema 1, so older reports still load.
 FIELD_DEFAULTS: dict[str, Any] = {"batch": 1}
 FINGERPRINT_KEYS = (

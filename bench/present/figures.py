@@ -20,7 +20,7 @@ kernel, Python, fastsock commit, from the report's fingerprint).
 What is plotted per case is the median over worker processes of each
 process's median (the worker process is the unit of analysis, DESIGN.md);
 RTT percentiles and CPU time are means over processes of the per-process
-figures the runner records.  Units come from :mod:`bench._units`.
+figures the runner records.  Units come from :mod:`bench.analysis.units`.
 
 The connect scenario has no size axis: its figure is bars of connections
 per second, grouped by transport, a bar per mode (colour) and impl
@@ -49,14 +49,24 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bench import _compare, _units
-from bench._compare import Comparison, SpeedupResult
-from bench._matrix import ASYNC_IMPLS
-from bench._report import Case, CaseKey, Report, write_atomic
-from bench._stats import Verdict
+from bench.analysis import compare as _compare
+from bench.analysis import units as _units
+from bench.analysis.compare import Comparison
+from bench.analysis.report import COMPILED, PYTHON
+from bench.analysis.report import DGRAM_TRANSPORTS as DATAGRAM_TRANSPORTS
+from bench.analysis.shaping import (
+    IMPL_ORDER,
+    MODE_ORDER,
+    TRANSPORT_ORDER,
+    case_seconds,
+    ordered,
+    speedup_results,
+    speedups,
+    where,
+)
+from bench.analysis.report import Case, CaseKey, Report, write_atomic
+from bench.analysis.stats import Verdict
 
-COMPILED, PYTHON = _compare.COMPILED, _compare.PYTHON  # the twins' impl names
-DATAGRAM_TRANSPORTS = ("udp4", "udp6", "unix-dgram")
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 MODE_COLOURS = {
     "blocking": "#0072B2",
@@ -71,9 +81,6 @@ IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s"),
                "asyncio-streams": (":", "^"), "asyncio-sock": (":", "v"),
                "uvloop-streams": ("-.", "D"), "uvloop-sock": ("-.", "P")}
 _SPARE_STYLES = ((":", "<"), ("-.", ">"))
-TRANSPORT_ORDER = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
-MODE_ORDER = ("blocking", "timeout", "nonblocking", "spin")
-IMPL_ORDER = (COMPILED, PYTHON, *ASYNC_IMPLS)
 PANEL_W, PANEL_H = 4.8, 3.3  # inches per panel: 8 size ticks stay legible
 RTT_MAX_COLS = 3  # RTT panels (one per impl) in a row before wrapping
 SPEEDUP_COLOUR_CAP = 4.0  # heatmap colours saturate beyond 4× either way
@@ -82,63 +89,6 @@ PNG_DPI = 110
 
 
 # ---------------------------------------------------------------- data
-
-
-def case_seconds(case: Case) -> float:
-    """The case's headline value in seconds: median of process medians."""
-    return statistics.median(case.process_medians())
-
-
-def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
-    """``values`` deduplicated, known names in ``order`` first, then the rest."""
-    seen = set(values)
-    return [v for v in order if v in seen] + sorted(seen - set(order))
-
-
-# speedup_results is asked for by several figures and tables of one report:
-# its estimates cost a rank test per case, so the last few are kept.
-_SPEEDUP_CACHE: list[tuple[Report, dict[CaseKey, SpeedupResult]]] = []
-
-
-def speedup_results(report: Report) -> dict[CaseKey, SpeedupResult]:
-    """bench._compare's compiled/Python speedup per case (estimate and 95%
-    interval of Python time / compiled time), keyed by the compiled case;
-    empty when no case has both twins."""
-    for cached, results in _SPEEDUP_CACHE:
-        if cached is report:
-            return results
-    try:
-        results = {r.key: r for r in _compare.speedup(report).results}
-    except ValueError:  # no case has both twins
-        results = {}
-    _SPEEDUP_CACHE.append((report, results))
-    del _SPEEDUP_CACHE[:-4]
-    return results
-
-
-def speedups(report: Report, scenario: str | None = None) -> dict[CaseKey, float]:
-    """Speedup estimates (Python time / compiled time) per compiled case."""
-    return {k: r.est.ratio for k, r in speedup_results(report).items()
-            if scenario is None or k.scenario == scenario}
-
-
-def where(fp: dict[str, Any]) -> str:
-    """One line saying where a report was measured, from its fingerprint."""
-    parts = []
-    cpu = str(fp.get("cpu_model_name", "unknown CPU")).strip()
-    if "cpu_count" in fp:
-        cpu += f" ({fp['cpu_count']} CPUs)"
-    parts.append(cpu)
-    kernel = fp.get("kernel") or fp.get("platform")
-    if kernel:
-        parts.append(f"Linux {kernel}" if str(kernel)[:1].isdigit() else str(kernel))
-    if "python_version" in fp:
-        parts.append("Python " + str(fp["python_version"]).split(" ")[0])
-    if "fastsock_version" in fp:
-        commit = fp.get("fastsock_commit")
-        parts.append(f"fastsock {fp['fastsock_version']}"
-                     + (f" @ {str(commit)[:10]}" if commit and commit != "unknown" else ""))
-    return " · ".join(parts)
 
 
 def _peer_note(cases: Iterable[Case]) -> str:

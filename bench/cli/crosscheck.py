@@ -4,7 +4,7 @@ Design note
 -----------
 pyperf's layout, like ``_cli_compare``: ``add_crosscheck_parser(subparsers)``
 declares the subcommand, ``cmd_crosscheck(args) -> int`` runs it
-(:mod:`bench._crosscheck` does the work).  Exit codes: 0 every selected
+(:mod:`bench.crosscheck.check` does the work).  Exit codes: 0 every selected
 workload ran (a disagreement is shown, not an error: it is a finding), 1 a
 tool or the suite failed on some workload, 2 usage error, the compiled
 extension not loaded, or neither iperf3 nor sockperf installed (a workload
@@ -18,14 +18,13 @@ import math
 import sys
 from typing import Any
 
-from bench import _crosscheck as X
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from bench.crosscheck import check as X
+from bench.crosscheck import tools
+from bench.cli.common import EXIT_FAILED, EXIT_OK, error
 
 
 def _error(message: str) -> int:
-    print(f"fastsock-bench crosscheck: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return error("crosscheck", message)
 
 
 def _positive(kind: type) -> Any:
@@ -41,7 +40,7 @@ def _positive(kind: type) -> Any:
 
 
 def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
-    names = ", ".join(w.name for w in X.WORKLOADS)
+    names = ", ".join(w.name for w in tools.WORKLOADS)
     p: argparse.ArgumentParser = subparsers.add_parser(
         "crosscheck",
         help="run iperf3 / sockperf beside the suite's compiled cases",
@@ -68,7 +67,7 @@ def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_crosscheck(args: argparse.Namespace) -> int:
     import fastsock
 
-    by_name = {w.name: w for w in X.WORKLOADS}
+    by_name = {w.name: w for w in tools.WORKLOADS}
     if args.workload:
         names = [n.strip() for n in args.workload.split(",")]
         unknown = [n for n in names if n not in by_name]
@@ -77,9 +76,9 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
                           f" (expected: {', '.join(by_name)})")
         workloads = [by_name[n] for n in dict.fromkeys(names)]
     else:
-        workloads = list(X.WORKLOADS)
-    missing = X.missing_tools()
-    if set(X.TOOLS) <= set(missing):
+        workloads = list(tools.WORKLOADS)
+    missing = tools.missing_tools()
+    if set(tools.TOOLS) <= set(missing):
         return _error("neither iperf3 nor sockperf is installed (e.g. apt-get install "
                       "iperf3 sockperf); nothing to cross-check")
     if fastsock.IMPLEMENTATION != "cython":

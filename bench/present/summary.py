@@ -6,7 +6,7 @@ printed is exactly what was stored.  Figures and speedups are those of
 one thing): a case's figure is the median over worker processes of each
 process's median; speedup = Python's time / compiled time for the same case
 (> 1: the compiled loop is faster), the Hodges-Lehmann estimate of
-``bench._compare.speedup``, shown on the compiled row.
+``bench.analysis.compare.speedup``, shown on the compiled row.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from bench._report import Case, Report
-from bench._units import fmt_size, msg_rate, throughput_mbps
-
-
-def _median(case: Case) -> float:
-    return statistics.median(case.process_medians())
+from bench.analysis.report import Case, Report
+from bench.analysis.shaping import case_seconds, speedups
+from bench.analysis.units import fmt_size, msg_rate, throughput_mbps
 
 
 def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
@@ -33,15 +30,6 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
     return "\n".join(out)
 
 
-def speedups(report: Report) -> dict[Any, float]:
-    from bench._compare import speedup
-
-    try:
-        return {r.key: r.est.ratio for r in speedup(report).results}
-    except ValueError:  # no case has both twins
-        return {}
-
-
 def render_report(report: Report) -> str:
     sp = speedups(report)
     parts = []
@@ -52,7 +40,7 @@ def render_report(report: Report) -> str:
         rows = []
         for c in cases:
             k = c.key
-            t = _median(c)
+            t = case_seconds(c)
             cpu = c.run_mean("cpu_per_msg")
             cpu_s = f"{cpu * 1e6:.2f}" if cpu is not None else "-"
             loss = c.run_mean("loss")
@@ -93,7 +81,7 @@ def _connect_table(report: Report, sp: dict[Any, float]) -> str:
         k = c.key
         if k.scenario != "connect":
             continue
-        t = _median(c)
+        t = case_seconds(c)
         cpu = c.run_mean("cpu_per_msg")
         rows.append([k.transport, k.mode, k.impl, f"{msg_rate(t):,.0f}", f"{t * 1e6:.2f}",
                      f"{cpu * 1e6:.2f}" if cpu is not None else "-",
@@ -108,8 +96,7 @@ def _connect_table(report: Report, sp: dict[Any, float]) -> str:
 
 def write_html_beside(path: str, report: Report) -> str:
     """Write ``<report>.html`` beside the JSON report; returns its path."""
-    from bench import _html
-
+    from bench.present import html as _html
     html_path = path[:-5] + ".html" if path.endswith(".json") else path + ".html"
     _html.write_html(report, html_path)
     print(f"HTML report: {html_path}")
@@ -118,8 +105,8 @@ def write_html_beside(path: str, report: Report) -> str:
 
 def render_interleaved(base: Report, new: Report) -> str:
     """The comparison an interleaved run was made for (``run --base-python``)."""
-    from bench._compare import compare_reports
-    from bench._compare_format import comparison_table
+    from bench.analysis.compare import compare_reports
+    from bench.present.formats import comparison_table
 
     try:
         cmp = compare_reports(base, new)

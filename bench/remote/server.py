@@ -7,11 +7,11 @@ end of each case a remote ``run`` measures.  The plan:
 
 * one TCP control port (default ``127.0.0.1:7317``: loopback unless
   ``--listen`` says otherwise); one control connection per case, speaking
-  :mod:`bench._protocol` (bounded JSON lines, then the local peer's frames);
+  :mod:`bench.remote.protocol` (bounded JSON lines, then the local peer's frames);
 * one thread per connection, at most ``--max-clients`` (others get a
   ``busy`` answer at once); the cases run fastsock's loops, compiled where
   they are built (they release the GIL), through the very function the local
-  forked peer runs (``bench._peer._peer_main``), so a remote case differs
+  forked peer runs (``bench.run.peer._peer_main``), so a remote case differs
   from a local one only by the network;
 * the data socket is opened per case: TCP listens on an ephemeral port of
   the control connection's local address and accepts one connection from
@@ -32,19 +32,16 @@ that the client can tell a stopped server from lost datagrams.  A refused reques
 ``{"ok": false, "error": ...}`` line and a close; the server goes on.
 
 Limits: no encryption (the token authenticates the request, see
-:mod:`bench._protocol`); one address family per control connection;
+:mod:`bench.remote.protocol`); one address family per control connection;
 behind NAT the UDP cases fail (the client's address must be reachable).
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 import platform
 import secrets
 import selectors
-import signal
 import socket
 import sys
 import threading
@@ -53,8 +50,8 @@ from typing import Any
 
 import fastsock
 
-from bench import _protocol as P
-from bench._peer import FRAME
+from bench.remote import protocol as P
+from bench.run.peer import FRAME
 
 # Defaults of the server's limits (overridable on the command line).
 DEFAULT_MAX_CLIENTS = 4
@@ -92,8 +89,7 @@ class ServeError(Exception):
 
 def fingerprint() -> dict[str, Any]:
     """This host's environment, as the client stores it (``remote_*``)."""
-    from bench import _fingerprint
-
+    from bench.run import fingerprint as _fingerprint
     fp: dict[str, Any] = _fingerprint.collect()
     try:  # pyperf's collector gives the keys the local side has; private API
         from pyperf._collect_metadata import collect_metadata
@@ -121,7 +117,7 @@ def fingerprint() -> dict[str, Any]:
     return fp
 
 
-def _unmapped(addr: tuple[Any, ...]) -> tuple[Any, ...]:
+def unmapped(addr: tuple[Any, ...]) -> tuple[Any, ...]:
     """An IPv4-mapped IPv6 socket address as the IPv4 one."""
     host = addr[0]
     if isinstance(host, str) and host.lower().startswith("::ffff:") and "." in host:
@@ -138,7 +134,7 @@ class Conn:
 
     def __init__(self, sock: socket.socket, addr: tuple[Any, ...]) -> None:
         self.sock = sock
-        self.name = P.format_hostport(*_unmapped(addr)[:2])
+        self.name = P.format_hostport(*unmapped(addr)[:2])
         self.data: socket.socket | None = None
         self.case_start: float | None = None
         # a duplicate of ``sock`` that the accept loop peeks at without
@@ -358,14 +354,14 @@ class Server:
             pass
 
     def _case(self, c: Conn, req: dict[str, Any]) -> None:
-        from bench._peer import _peer_main, peer_batch
+        from bench.run.peer import _peer_main, peer_batch
 
         transport, scenario = req["transport"], req["scenario"]
         mode, size = req["mode"], req["size"]
         dgram = transport.startswith("udp")
         family = P.family_of(transport)
-        local = _unmapped(c.sock.getsockname())
-        peer = _unmapped(c.sock.getpeername())
+        local = unmapped(c.sock.getsockname())
+        peer = unmapped(c.sock.getpeername())
         if P.literal_family(local[0]) != family:
             want = "IPv6" if family == socket.AF_INET6 else "IPv4"
             self._refuse(c, f"{transport} needs the server's {want} address: "
@@ -427,10 +423,10 @@ class Server:
                     continue
                 except OSError:  # aborted (server stopping)
                     return None
-                if _unmapped(addr)[0] == peer[0]:
+                if unmapped(addr)[0] == peer[0]:
                     return data
                 self.log(f"{c.name}: data connection from stranger "
-                         f"{P.format_hostport(*_unmapped(addr)[:2])} dropped")
+                         f"{P.format_hostport(*unmapped(addr)[:2])} dropped")
                 data.close()
         finally:
             with c.lock:
@@ -468,83 +464,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _is_loopback(sock: socket.socket) -> bool:
+def is_loopback(sock: socket.socket) -> bool:
     import ipaddress
 
     try:
-        return ipaddress.ip_address(_unmapped(sock.getsockname())[0].split("%")[0]).is_loopback
+        return ipaddress.ip_address(unmapped(sock.getsockname())[0].split("%")[0]).is_loopback
     except ValueError:
         return False
 
 
 # ------------------------------------------------------------------ CLI
-
-
-def add_serve_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "serve", help="be the peer of `run --remote` on this host",
-        description="Serve the peer end of fastsock cases to `fastsock-bench run --remote`.",
-    )
-    p.add_argument("--listen", metavar="ADDR:PORT",
-                   default=P.format_hostport(P.DEFAULT_HOST, P.DEFAULT_PORT),
-                   help="control address (default %(default)s: loopback only; "
-                        "0.0.0.0:PORT or [::]:PORT for every interface; port 0: any)")
-    p.add_argument("--token", help="clients must present this token (default: "
-                   "$FASTSOCK_TOKEN; the variable keeps it out of the process list)")
-    p.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS, metavar="N",
-                   help="connections served at once (default %(default)s)")
-    p.add_argument("--max-size", default="4M", metavar="BYTES",
-                   help="largest message size served, e.g. 64k, 4M (default %(default)s)")
-    p.add_argument("--read-timeout", type=float, default=P.READ_TIMEOUT, metavar="SECONDS",
-                   help="bound on receiving a whole request (default %(default)s)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no log of clients")
-    p.set_defaults(func=cmd_serve)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from bench import _matrix as M
-
-    prog = "fastsock-bench serve"
-    try:
-        host, port = P.parse_hostport(args.listen, allow_zero=True)
-        if not 1 <= args.max_clients <= MAX_CLIENTS_CEILING:
-            raise ServeError(f"--max-clients must be from 1 to {MAX_CLIENTS_CEILING}")
-        try:
-            max_size = M.parse_size(args.max_size)
-        except M.MatrixError as exc:
-            raise ServeError(f"--max-size: {exc}") from None
-        if max_size > M.MAX_STREAM_SIZE:
-            raise ServeError(f"--max-size must be at most {M.MAX_STREAM_SIZE} bytes")
-        if not (math.isfinite(args.read_timeout) and 0 < args.read_timeout <= 600):
-            raise ServeError("--read-timeout must be > 0 and <= 600 seconds")
-        token = args.token if args.token is not None else os.environ.get("FASTSOCK_TOKEN")
-        listener = listen(host, port)
-    except (ValueError, ServeError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    server = Server(listener, token, args.max_clients, max_size, args.read_timeout,
-                    quiet=args.quiet)
-    bound = P.format_hostport(*_unmapped(listener.getsockname())[:2])
-    if fastsock.IMPLEMENTATION != "cython":
-        print(f"{prog}: warning: the compiled extension is not loaded: cases are served "
-              "by the pure-Python loops (recorded as remote_fastsock_loaded)",
-              file=sys.stderr, flush=True)
-    if not token and not _is_loopback(listener):
-        print(f"{prog}: warning: {bound} is reachable from other hosts and no token is "
-              "set: anyone who reaches it can use this server", file=sys.stderr, flush=True)
-    print(f"{prog}: listening on {bound} (protocol {P.PROTOCOL}, "
-          f"{fastsock.IMPLEMENTATION} loops, clients at once: {args.max_clients}, "
-          f"sizes up to {max_size} bytes, token {'required' if token else 'not required'})",
-          flush=True)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        server.stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.serve()
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    print(f"{prog}: stopped", file=sys.stderr, flush=True)
-    return 0

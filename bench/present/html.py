@@ -10,9 +10,9 @@ between figures on one page, and PNGs are smaller for dense figures.
 
 Contents, in the order a reader asks: what was measured where (title,
 environment fingerprint), the answer to "did it change?" when a base is
-given (the verdict of :mod:`bench._compare`), the summary tables per
-scenario (numbers with their units, from :mod:`bench._units`), then the
-figures of :mod:`bench._plot`.  Every piece of text from a report goes
+given (the verdict of :mod:`bench.analysis.compare`), the summary tables per
+scenario (numbers with their units, from :mod:`bench.analysis.units`), then the
+figures of :mod:`bench.present.figures`.  Every piece of text from a report goes
 through :func:`html.escape`: benchmark metadata is input, not markup.
 
 Numbers are those of the figures: per case, the median over worker
@@ -28,10 +28,21 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bench import _compare, _plot, _units
-from bench._compare import CaseResult, Comparison
-from bench._stats import Verdict
-from bench._report import FINGERPRINT_KEYS, Case, CaseKey, Report, write_atomic
+from bench.analysis import compare as _compare
+from bench.analysis import shaping as _shaping
+from bench.analysis import units as _units
+from bench.analysis.compare import CaseResult, Comparison
+from bench.analysis.report import (
+    COMPILED,
+    DGRAM_TRANSPORTS,
+    FINGERPRINT_KEYS,
+    Case,
+    CaseKey,
+    Report,
+    write_atomic,
+)
+from bench.analysis.stats import Verdict
+from bench.present import figures as _plot
 
 FIGURE_DPI = 100  # inline PNGs: sharp at page width, a few hundred kB each
 FINGERPRINT_LABELS = {
@@ -103,7 +114,7 @@ def write_html(report: Report, path: str | os.PathLike[str], base: Report | None
                comparison: Comparison | None = None) -> Path:
     """Render the report (and its comparison with ``base``: computed here
     unless given) to ``path``, atomically; returns the path.  Raises
-    ValueError (from bench._compare) when the two share no case."""
+    ValueError (from bench.analysis.compare) when the two share no case."""
     write_atomic(path, render_html(report, base, comparison))
     return Path(path)
 
@@ -119,7 +130,7 @@ def render_html(report: Report, base: Report | None = None,
                  f"<title>fastsock report: {e(name)}</title>\n"
                  f"<style>{CSS}</style>\n</head>\n<body>\n")
     parts.append(f"<h1>fastsock benchmark report: {e(name)}</h1>\n")
-    parts.append(f"<p class=\"where\">Measured on {e(_plot.where(report.fingerprint))}"
+    parts.append(f"<p class=\"where\">Measured on {e(_shaping.where(report.fingerprint))}"
                  f"{e(_run_dates(report.cases))}.</p>\n")
     sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
     if base is not None and comparison is not None:
@@ -133,7 +144,7 @@ def render_html(report: Report, base: Report | None = None,
     shown = [(n, f) for n, f in figures.items() if n != "compare"]
     if shown:
         sections.append(("figures", "Figures", "".join(_figure(n, f) for n, f in shown)))
-    scenarios = _plot.ordered((c.key.scenario for c in report.cases),
+    scenarios = _shaping.ordered((c.key.scenario for c in report.cases),
                               ("stream", "pingpong", "connect"))
     for scenario in scenarios:
         sections.append((f"summary-{scenario}",
@@ -160,14 +171,14 @@ def _glance_table(report: Report) -> str:
     throughput, the message rate at the smallest size, the lowest RTT p50,
     each with the size and mode where it was reached; and per transport the
     range of compiled/Python speedups over its cases."""
-    transports = _plot.ordered((c.key.transport for c in report.cases), _plot.TRANSPORT_ORDER)
-    impls = _plot.ordered((c.key.impl for c in report.cases), _plot.IMPL_ORDER)
+    transports = _shaping.ordered((c.key.transport for c in report.cases), _shaping.TRANSPORT_ORDER)
+    impls = _shaping.ordered((c.key.impl for c in report.cases), _shaping.IMPL_ORDER)
     cols = [("peak throughput", "stream"), ("rate at smallest size", "stream"),
             ("lowest RTT p50", "pingpong"), ("connections", "connect")]
     cols = [(h, sc) for h, sc in cols if any(c.key.scenario == sc for c in report.cases)]
     if not cols:
         return ""
-    sp_all = _plot.speedups(report)
+    sp_all = _shaping.speedups(report)
     head = "<tr><th>transport</th><th>impl</th>" + "".join(f"<th>{e(h)}</th>" for h, _ in cols)
     head += "<th>speedup<br>compiled / Python</th></tr>" if sp_all else "</tr>"
     rows = []
@@ -195,20 +206,20 @@ def _glance_cell(header: str, cases: list[Case]) -> str:
     if not cases:
         return "—"
     if header == "peak throughput":
-        best = max(cases, key=lambda c: c.key.size / _plot.case_seconds(c))
-        value = _units.fmt_mbps(_units.throughput_mbps(best.key.size, _plot.case_seconds(best)))
+        best = max(cases, key=lambda c: c.key.size / _shaping.case_seconds(c))
+        value = _units.fmt_mbps(_units.throughput_mbps(best.key.size, _shaping.case_seconds(best)))
     elif header == "rate at smallest size":
         smallest = min(c.key.size for c in cases)
-        best = min((c for c in cases if c.key.size == smallest), key=_plot.case_seconds)
-        value = _units.fmt_rate(_units.msg_rate(_plot.case_seconds(best)))
+        best = min((c for c in cases if c.key.size == smallest), key=_shaping.case_seconds)
+        value = _units.fmt_rate(_units.msg_rate(_shaping.case_seconds(best)))
     elif header == "connections":
-        best = min(cases, key=_plot.case_seconds)
-        value = _units.fmt_conn_rate(_units.msg_rate(_plot.case_seconds(best)))
+        best = min(cases, key=_shaping.case_seconds)
+        value = _units.fmt_conn_rate(_units.msg_rate(_shaping.case_seconds(best)))
         return f"{e(value)} <span class=\"where\">({e(best.key.mode)})</span>"
     else:
         def p50(c: Case) -> float:
             v = c.run_mean("rtt_p50")
-            return v if v is not None else _plot.case_seconds(c)
+            return v if v is not None else _shaping.case_seconds(c)
         best = min(cases, key=p50)
         value = _units.fmt_usec(p50(best))
     where = f"{_units.fmt_size(best.key.size)}, {best.key.mode}"
@@ -259,10 +270,10 @@ def _span(values: Sequence[int]) -> str:
 def _summary_table(report: Report, scenario: str) -> str:
     """One row per (transport, mode, size, batch), the impls side by side."""
     cases = [c for c in report.cases if c.key.scenario == scenario]
-    impls = _plot.ordered((c.key.impl for c in cases), _plot.IMPL_ORDER)
+    impls = _shaping.ordered((c.key.impl for c in cases), _shaping.IMPL_ORDER)
     by_key = report.by_key()
-    speedups = _plot.speedups(report, scenario)
-    datagram = any(c.key.transport in _plot.DATAGRAM_TRANSPORTS for c in cases)
+    speedups = _shaping.speedups(report, scenario)
+    datagram = any(c.key.transport in DGRAM_TRANSPORTS for c in cases)
     has_loss = datagram and any(c.run_mean("loss") is not None for c in cases)
     pingpong = scenario == "pingpong"
     if pingpong:
@@ -285,7 +296,7 @@ def _summary_table(report: Report, scenario: str) -> str:
     ncols = 2 + len(impls) * len(per_impl) + (1 if show_speedup else 0)
     rows_by_transport: dict[str, list[str]] = {}
     seen = sorted({(c.key.transport, c.key.mode, c.key.size, c.key.batch) for c in cases},
-                  key=lambda t: (_rank(t[0], _plot.TRANSPORT_ORDER), _rank(t[1], _plot.MODE_ORDER),
+                  key=lambda t: (_rank(t[0], _shaping.TRANSPORT_ORDER), _rank(t[1], _shaping.MODE_ORDER),
                                  t[2], t[3]))
     for transport, mode, size, batch in seen:
         cells = [f"<td>{e(mode)}</td>",
@@ -294,7 +305,7 @@ def _summary_table(report: Report, scenario: str) -> str:
         compiled_key = None
         for impl in impls:
             case = by_key.get(CaseKey(scenario, transport, mode, size, impl, batch))
-            if impl == _plot.COMPILED:
+            if impl == COMPILED:
                 compiled_key = CaseKey(scenario, transport, mode, size, impl, batch)
             if case is None:
                 cells += ["<td class=\"num\">—</td>"] * len(per_impl)
@@ -324,7 +335,7 @@ def _summary_table(report: Report, scenario: str) -> str:
 
 
 def _case_cells(case: Case, scenario: str, has_loss: bool) -> list[str]:
-    seconds = _plot.case_seconds(case)
+    seconds = _shaping.case_seconds(case)
     cpu = case.run_mean("cpu_per_msg")
     cells: list[str]
     if scenario == "pingpong":
@@ -360,7 +371,7 @@ def _figure(name: str, fig: Any) -> str:
 
 def _compare_section(report: Report, base: Report, comparison: Comparison,
                      figures: dict[str, Any]) -> str:
-    """The verdict of bench._compare: the headline, what differs between
+    """The verdict of bench.analysis.compare: the headline, what differs between
     the two runs, the ratio figure, the calls, then the unchanged cases."""
     c = comparison
     st = c.settings

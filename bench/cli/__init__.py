@@ -1,18 +1,22 @@
-"""``fastsock-bench``: run, compare, speedup, plot, report.
+"""``fastsock-bench``: the command line, one module per subcommand.
 
-Design note: argparse subcommands, one ``cmd_<name>`` each (pyperf's
-shape).  ``run`` owns its argument parsing because pyperf workers
-re-execute ``python -m bench run`` with pyperf's own flags appended.  Every
-error is one line on stderr with exit status 2; never a traceback.
+Design note: argparse subcommands, each an ``add_<name>_parser(subparsers)``
+and a ``cmd_<name>(args) -> int`` in its own module (pyperf's shape); this
+module wires them.  ``run`` owns its argument parsing
+(:mod:`bench.cli.run`) because pyperf workers re-execute
+``fastsock-bench run`` with pyperf's own flags appended.  Every error is one
+line on stderr with exit status 2; never a traceback.  The subcommand
+modules import their heavy dependencies (numpy, matplotlib, pyperf) only
+when they run, so ``--help`` and a worker's start stay light.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
-PROG = "fastsock-bench"
+from bench.cli import compare, crosscheck, plot, report, serve, speedup
+from bench.cli.common import PROG
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,33 +25,23 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _optional(module: str, adders: list[str]) -> list[Callable]:
-    try:
-        mod = __import__(f"bench.{module}", fromlist=adders)
-    except ImportError:
-        return []
-    return [getattr(mod, a) for a in adders if hasattr(mod, a)]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="fastsock: socket loops, compiled vs pure Python.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("run", help="measure the case matrix (see `run --help`)", add_help=False)
-    for add in _optional("_cli_compare", ["add_compare_parser", "add_speedup_parser"]):
-        add(sub)
-    for add in _optional("_cli_plot", ["add_plot_parser", "add_report_parser"]):
-        add(sub)
-    for add in _optional("_serve", ["add_serve_parser"]):
-        add(sub)
-    for add in _optional("_cli_crosscheck", ["add_crosscheck_parser"]):
-        add(sub)
+    compare.add_compare_parser(sub)
+    speedup.add_speedup_parser(sub)
+    plot.add_plot_parser(sub)
+    report.add_report_parser(sub)
+    serve.add_serve_parser(sub)
+    crosscheck.add_crosscheck_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
-        from bench._runner import main_run
+        from bench.cli.run import main_run
 
         return main_run(argv[1:])
     parser = build_parser()

@@ -40,7 +40,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import fastsock
 
@@ -154,6 +154,23 @@ def _peer_main(ctl: socket.socket, data: socket.socket, scenario: str,
         else:
             raise PeerError(f"unknown command {cmd!r}")
         ctl.sendall(FRAME.pack(b"D", got))
+
+
+class PeerLike(Protocol):
+    """What the measured side asks of its peer, local (:class:`Peer`) or on
+    another host (``bench.remote.client.RemotePeer``): orders and answers
+    in :data:`FRAME`s over a control channel."""
+
+    impl: str  # the loops the peer runs ("cython", "python")
+    batch: int  # datagrams per receive call of a datagram stream peer
+    cpu: int | None  # where it runs, when placed here
+    pid: int  # a local process's pid, or -1
+
+    def order(self, cmd: bytes, arg: int) -> None: ...
+    def answer(self, timeout: float, expect: bytes = b"D") -> int: ...
+    def ready(self) -> bool: ...
+    def wait_ready(self, timeout: float) -> bool: ...
+    def close(self) -> None: ...
 
 
 class Peer:

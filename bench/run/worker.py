@@ -20,7 +20,7 @@ throughput, the peer's confirmation that it received everything:
   as ``peer_batch``;
 * pingpong: ``*_pingpong`` with per-round-trip samples (both twins pay for
   sampling alike);
-* connect: no peer and no pair: a listener (:class:`bench._transports.Listener`)
+* connect: no peer and no pair: a listener (:class:`bench.run.transports.Listener`)
   made at set-up, and ``connect_accept(listener, loops)`` timed, which
   plays both ends of every connection, so pyperf's value is seconds per
   connection and ``cpu_per_msg`` CPU time per connection (both ends').
@@ -64,14 +64,17 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import fastsock
 
-from bench._matrix import ASYNC_IMPLS
-from bench._peer import Peer, PeerError, choose_cpus
-from bench._report import CaseKey
-from bench._transports import Listener, make_pair
+from bench.run.matrix import ASYNC_IMPLS
+from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus
+from bench.analysis.report import CaseKey
+from bench.run.transports import Listener, make_pair
+
+# Opens a case's measured socket with its peer elsewhere (``run --remote``).
+Opener = Callable[[CaseKey], "tuple[socket.socket, PeerLike]"]
 
 # Bound on any single wait of the measured side (seconds): a dead or
 # stalled peer becomes an error within this.
@@ -81,7 +84,7 @@ LOSS_TIMEOUT = 0.2
 # Interval between two end-of-stream datagrams (seconds).
 END_RESEND = 0.0005
 
-# A lockstep worker's baton (``run --base-python``, bench._interleave):
+# A lockstep worker's baton (``run --base-python``, bench.run.lockstep):
 # "FD:SLOT" in its environment, FD a socket to the main process.
 LOCKSTEP_ENV = "FASTSOCK_LOCKSTEP"
 # Version of the turn protocol below; a base that speaks another one is
@@ -169,7 +172,7 @@ class Baton:
     "G"), hands it back when done ("D") and waits for the round's end
     ("K"), so that the base's and the candidate's workers of one slot
     alternate value by value and never run at the same time (see
-    bench._interleave.alternate)."""
+    bench.run.lockstep.alternate)."""
 
     def __init__(self, spec: str) -> None:
         fd, _, slot = spec.partition(":")
@@ -217,9 +220,11 @@ def baton() -> Baton | None:
 class Case:
     """One case's sockets, peer and timed function, in a pyperf worker."""
 
-    def __init__(self, key: CaseKey, remote: str | None = None) -> None:
+    def __init__(self, key: CaseKey, opener: Opener | None = None) -> None:
         self.key = key
-        self.remote = remote  # HOST:PORT of `fastsock-bench serve`, or None: local
+        # A peer elsewhere (``run --remote``: bench.remote.client.open_case
+        # bound to the server's address), or None: a local pair and peer.
+        self.opener = opener
         # Checked in setup(), not here: a worker builds a Case for every
         # case of the selection, and only its own task's may fail.
         self.loops: Any = fastsock.implementations().get(key.impl)
@@ -229,7 +234,7 @@ class Case:
         self.dgram = key.transport in ("udp4", "udp6", "unix-dgram")
         self.tcp = key.transport in ("tcp4", "tcp6")
         self.sock: socket.socket | None = None
-        self.peer: Peer | None = None
+        self.peer: PeerLike | None = None
         self.listener: Listener | None = None  # connect: the socket is its listener
         self.meta: dict[str, Any] = {}
 
@@ -238,7 +243,7 @@ class Case:
         key = self.key
         if self.loops is None and not self.on_event_loop:
             raise CaseFailed("the compiled extension is not built: cannot run cython cases")
-        if self.remote:
+        if self.opener is not None:
             self._setup_remote()
             return
         if key.scenario == "connect":
@@ -291,11 +296,9 @@ class Case:
     def _setup_remote(self) -> None:
         """The peer is `fastsock-bench serve` on another host: no local
         pair, no fork, no CPU placement (the server places its own)."""
-        from bench._remote import open_case
-
-        assert self.remote is not None
-        mine, peer = open_case(self.remote, self.key)
-        self.sock, self.peer = mine, peer  # type: ignore[assignment]
+        assert self.opener is not None
+        mine, peer = self.opener(self.key)
+        self.sock, self.peer = mine, peer
         atexit.register(self.close)
         self.meta = {
             "peer_impl": peer.impl,
@@ -455,7 +458,7 @@ class Case:
             # Push out a tail that Nagle holds until the peer's (delayed,
             # up to 40 ms) ACK: the loop is done, the stall is not its cost.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A local peer stamps its last byte's arrival (bench._peer.SHARED_CLOCK):
+        # A local peer stamps its last byte's arrival (bench.run.peer.SHARED_CLOCK):
         # delivery ends there, not when its answer wakes this process up.
         t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
             peer, "stamps", False) else None

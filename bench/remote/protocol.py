@@ -5,7 +5,7 @@ Design note
 One TCP control connection per case.  Its first part is a handshake of
 JSON lines (UTF-8, one object per line, ``\\n``-terminated), each bounded
 in size and read against a deadline; after the handshake the connection
-carries the local peer's fixed 9-byte frames (``bench._peer.FRAME``:
+carries the local peer's fixed 9-byte frames (``bench.run.peer.FRAME``:
 ``R n``, ``G n``, ``Q``; answers ``A``, ``D n``), so the measured side
 drives a remote peer exactly as it drives a forked one.
 
@@ -193,8 +193,8 @@ def _short(value: object, n: int = 60) -> str:
 def check_request(req: dict[str, Any], max_size: int) -> dict[str, Any]:
     """Validate a request (before anything is allocated for it); returns it.
     Raises ProtocolError naming the first thing wrong."""
-    from bench._matrix import MODES
-    from bench._matrix import PEER_SCENARIOS as SCENARIOS  # a server is a peer
+    from bench.run.matrix import MODES
+    from bench.run.matrix import PEER_SCENARIOS as SCENARIOS  # a server is a peer
     from fastsock import UDP4_MAX, UDP6_MAX
 
     if "fastsock" not in req:

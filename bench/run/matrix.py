@@ -3,10 +3,10 @@
 Design note
 -----------
 One case is one pyperf benchmark, named ``scenario/transport/mode/size/impl``
-plus ``/batchN`` when it batches (:class:`bench._report.CaseKey`); the same
+plus ``/batchN`` when it batches (:class:`bench.analysis.report.CaseKey`); the same
 fields go into its metadata, which is what every consumer reads.  This
 module only enumerates and validates: it opens no socket (transport
-availability is asked of ``bench._transports``, batching of the runner).
+availability is asked of ``bench.run.transports``, batching of the runner).
 
 Order: the two impls of a case are adjacent, so slow drift of the machine
 during a run affects both sides of a speedup alike; a size's batches follow
@@ -63,17 +63,19 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from bench._report import CaseKey
+# The vocabulary is the report schema's; re-exported: the matrix is where
+# the run stage looks for it.
+from bench.analysis.report import ASYNC_IMPLS as ASYNC_IMPLS
+from bench.analysis.report import DGRAM_TRANSPORTS as DGRAM_TRANSPORTS
+from bench.analysis.report import MODES as MODES
+from bench.analysis.report import SCENARIOS as SCENARIOS
+from bench.analysis.report import TRANSPORTS as TRANSPORTS
+from bench.analysis.report import TWIN_IMPLS, CaseKey
 from fastsock._common import MAX_BATCH
 
-SCENARIOS = ("stream", "pingpong", "connect")
 # Scenarios with a peer at the other end (the others play both ends).
 PEER_SCENARIOS = ("stream", "pingpong")
-TRANSPORTS = ("tcp4", "tcp6", "udp4", "udp6", "unix-stream", "unix-dgram")
-MODES = ("blocking", "timeout", "nonblocking", "spin")
-IMPLS = ("cython", "python")  # the twins
-# The event-loop comparators, "<event loop>-<API>" (fastsock._asyncloops).
-ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock")
+IMPLS = TWIN_IMPLS
 UVLOOP_IMPLS = ("uvloop-streams", "uvloop-sock")
 ALL_IMPLS = IMPLS + ASYNC_IMPLS
 # Where the event-loop comparators apply.
@@ -83,7 +85,6 @@ ASYNC_MODES = ("nonblocking",)
 UVLOOP_HINT = "pip install 'fastsock[uvloop]'"
 PRESETS = ("quick", "default", "full")
 
-DGRAM_TRANSPORTS = frozenset({"udp4", "udp6", "unix-dgram"})
 IPV6_TRANSPORTS = frozenset({"tcp6", "udp6"})
 # The transports a preset runs when --transport is not given.  The default
 # run leaves IPv6 out: over loopback it makes the same socket calls as IPv4

@@ -1,4 +1,4 @@
-"""The ``compare`` and ``speedup`` subcommands of ``fastsock-bench``.
+"""``fastsock-bench compare``: two reports, case by case, and the CI verdict.
 
 Design note
 -----------
@@ -15,14 +15,11 @@ errors already exit 2.
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any, Callable
+from typing import Any
 
-from bench._report import ReportError, load_report, write_atomic
+from bench.analysis.report import ReportError, load_report
+from bench.cli.common import EXIT_MACHINE, EXIT_USAGE, FORMATS, add_output_options, emit, error
 
-PROG = "fastsock-bench"
-EXIT_OK, EXIT_REGRESSION, EXIT_INPUT, EXIT_MACHINE = 0, 1, 2, 3
-FORMATS = ("table", "markdown", "json")  # as bench._compare_format.FORMATS
 
 
 def _percent(text: str) -> float:
@@ -44,14 +41,6 @@ def _probability(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text}")
     return value
-
-
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, default="table",
-                        help="table (terminal, the default), markdown (a pull request "
-                        "comment) or json (machines)")
-    parser.add_argument("-o", "--output", metavar="FILE",
-                        help="write there (atomically) instead of stdout")
 
 
 def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -76,81 +65,34 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="a slower p99 RTT is a regression too (default: shown only)")
     parser.add_argument("--force", action="store_true",
                         help="compare reports from different machines (CPU model or count)")
-    _add_output_options(parser)
+    add_output_options(parser)
     parser.set_defaults(func=cmd_compare)
     return parser
 
 
-def add_speedup_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "speedup",
-        help="compiled vs pure Python, per case, inside one report",
-        description="For each case of a report measured with both implementations: "
-        "python time / cython time, with a 95%% confidence interval over worker processes.",
-    )
-    parser.add_argument("report", metavar="REPORT.json")
-    _add_output_options(parser)
-    parser.set_defaults(func=cmd_speedup)
-    return parser
-
-
-def _error(cmd: str, message: object) -> None:
-    print(f"{PROG} {cmd}: error: {message}", file=sys.stderr)
-
-
-def _emit(cmd: str, args: argparse.Namespace, render: Callable[[bool], str]) -> bool:
-    """Render (with colour only on a terminal) and write; False on failure."""
-    from bench._compare_format import use_colour
-
-    try:
-        if args.output:
-            write_atomic(args.output, render(False))
-        else:
-            sys.stdout.write(render(args.format == "table" and use_colour(sys.stdout)))
-            sys.stdout.flush()
-    except BrokenPipeError:
-        pass  # `| head`: the reader has what it wanted; the exit code still counts
-    except OSError as exc:
-        _error(cmd, f"cannot write {args.output}: {exc.strerror}")
-        return False
-    return True
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench._compare import Settings, compare_reports, machine_differences
-    from bench._compare_format import render_comparison
-    from bench._stats import Correction
+    from bench.analysis.compare import Settings, compare_reports, machine_differences
+    from bench.present.formats import render_comparison
+    from bench.analysis.stats import Correction
 
     try:
         base, new = load_report(args.base), load_report(args.new)
     except ReportError as exc:
-        _error("compare", exc)
-        return EXIT_INPUT
+        error("compare", exc)
+        return EXIT_USAGE
     mismatch = machine_differences(base, new)
     if mismatch and not args.force:
         what = "; ".join(f"{d.key} {d.base!r} vs {d.new!r}" for d in mismatch)
-        _error("compare", f"reports from different machines ({what}); --force to compare anyway")
+        error("compare", f"reports from different machines ({what}); --force to compare anyway")
         return EXIT_MACHINE
     settings = Settings(args.threshold, args.alpha, Correction(args.correction), args.gate_p99)
     try:
         cmp = compare_reports(base, new, settings)
     except ValueError as exc:
-        _error("compare", exc)
-        return EXIT_INPUT
-    if not _emit("compare", args, lambda colour: render_comparison(cmp, args.format, colour)):
-        return EXIT_INPUT
+        error("compare", exc)
+        return EXIT_USAGE
+    if not emit("compare", args, lambda colour: render_comparison(cmp, args.format, colour)):
+        return EXIT_USAGE
     return cmp.exit_code
 
 
-def cmd_speedup(args: argparse.Namespace) -> int:
-    from bench._compare import speedup
-    from bench._compare_format import render_speedup
-
-    try:
-        sp = speedup(load_report(args.report))
-    except (ReportError, ValueError) as exc:
-        _error("speedup", exc)
-        return EXIT_INPUT
-    if not _emit("speedup", args, lambda colour: render_speedup(sp, args.format, colour)):
-        return EXIT_INPUT
-    return EXIT_OK

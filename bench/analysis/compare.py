@@ -5,7 +5,7 @@ Design note
 Cases are matched by their :class:`CaseKey` (metadata, never names); cases
 in only one report are listed apart, not compared.  Per matched case the
 figure compared is pyperf's value, seconds per message or round trip,
-reduced to one median per worker process (:mod:`bench._stats` says why);
+reduced to one median per worker process (:mod:`bench.analysis.stats` says why);
 where both sides carry per-process ``rtt_p99`` run metadata, that is
 compared too, as its own family of tests (own correction), shown but gating
 only with ``gate_p99``: tails are noisier than means, and a red build
@@ -20,7 +20,7 @@ changed under the same key (peer implementation, socket buffers), since
 they change what a case measures.  The load average always differs and is
 left out.
 
-This module computes; :mod:`bench._compare_format` renders.
+This module computes; :mod:`bench.present.formats` renders.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from bench import _stats
-from bench._report import FINGERPRINT_KEYS, Case, CaseKey, Report
-from bench._stats import Correction, Estimate, Verdict
+from bench.analysis import stats as _stats
+from bench.analysis.report import COMPILED, FINGERPRINT_KEYS, PYTHON, Case, CaseKey, Report
+from bench.analysis.stats import Correction, Estimate, Verdict
 
 MACHINE_KEYS = ("cpu_model_name", "cpu_count")
 # Fingerprint keys that differ between any two runs and say nothing.
@@ -45,7 +45,6 @@ DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS
 # Benchmark metadata that changes what a case measures without changing its key.
 CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded")
 P99_KEY = "rtt_p99"
-COMPILED, PYTHON = "cython", "python"  # the twins, as CaseKey.impl spells them
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,17 @@ one calibration worker (the candidate's) fixes the loops per value; then
 ``--processes`` slots, each one base worker and one candidate worker
 started together.  Their timed calls (warmups and values) take turns,
 coordinated through a socket per worker (:func:`alternate`;
-bench._worker.Baton): a round starts when both have asked for a turn,
+bench.run.worker.Baton): a round starts when both have asked for a turn,
 gives one call to each (the side that goes first alternates from round to
 round and from slot to slot), and holds both until the round is over, so nothing either side
 does between its values (pyperf's bookkeeping, the other's start-up,
 metadata collection, exit) overlaps a timed call.  Value j of the base and
 value j of the candidate of one slot are then a few milliseconds apart and
 have seen the same machine; every run carries its ``lockstep_slot``, and
-``compare`` tests the per-slot log ratios (bench._compare.paired_diffs).
+``compare`` tests the per-slot log ratios (bench.analysis.compare.paired_diffs).
 
 A base whose fastsock predates lockstep (or speaks another version of
-its turn protocol, bench._worker.LOCKSTEP_PROTOCOL), and any run whose
+its turn protocol, bench.run.worker.LOCKSTEP_PROTOCOL), and any run whose
 warmups pyperf calibrates (warmups not fixed), is interleaved worker by
 worker instead, the previous scheme
 (:func:`measure`: base, new, new, base, ... one process at a time), which
@@ -62,8 +62,8 @@ import pyperf
 from pyperf._manager import Manager
 from pyperf._utils import create_environ
 
-from bench._report import CaseKey
-from bench._worker import LOCKSTEP_ENV, LOCKSTEP_PROTOCOL
+from bench.analysis.report import CaseKey
+from bench.run.worker import LOCKSTEP_ENV, LOCKSTEP_PROTOCOL
 
 # Bound on the base interpreter's start-up checks (seconds).
 PROBE_TIMEOUT = 120.0
@@ -72,7 +72,7 @@ WAIT_TIMEOUT = 120.0
 # The base's launcher: its own installed packages, never the cwd's tree.
 BASE_LAUNCHER = "import sys; del sys.path[0]; from bench.cli import main; sys.exit(main())"
 _FINGERPRINT_CODE = ("import sys; del sys.path[0]; import json; "
-                     "from bench._fingerprint import collect; import bench._worker as w; "
+                     "from bench.run.fingerprint import collect; import bench.run.worker as w; "
                      "fp = collect(); fp['_lockstep'] = getattr(w, 'LOCKSTEP_PROTOCOL', 0); "
                      "print(json.dumps(fp))")
 

@@ -1,80 +1,53 @@
-"""``fastsock-bench run``: the pyperf runner over the case matrix.
+"""``fastsock-bench run``: the flags, the plan, the checks, the closing summary.
 
 Design note
 -----------
-pyperf runs each benchmark in fresh worker processes that re-execute the
-program.  Four of its habits shape this module:
+This module turns a command line into a :class:`bench.run.runner.Plan`
+(the cases, the flags workers need to enumerate them again), checks
+everything that can be wrong before anything is measured (selection,
+pyperf knobs, output paths, the remote server, the base interpreter), hands
+the plan to :func:`bench.run.runner.execute`, and prints the summary read
+back from the saved report.  Bad input is one line on stderr and exit 2.
 
-* workers re-execute ``sys.argv[0]``: the Runner gets a launcher
-  (:func:`worker_program`: ``python -c ... run``, importing what this
-  process imported, not the cwd's tree) and the selection flags are
-  forwarded with ``add_cmdline_args``, so a worker enumerates the same
-  cases and pyperf's task index picks the same one;
-* workers get a cleaned environment: ``FASTSOCK_*`` travel with
-  ``--inherit-environ``;
-* pyperf's ``-o`` is not atomic and refuses existing files, so the suite
-  writes its own report, after every benchmark (atomic rename): an
-  interrupted run keeps everything that finished;
-* pyperf turns Ctrl-C into ``exit(1)`` and ``--timeout`` ends the whole
-  run, so stalls are bounded inside the worker (socket timeouts) and
-  SIGINT/SIGTERM are handled here (exit 130/143 after saving).
-
-A failed case (its worker exits non-zero with a one-line reason) is
-recorded and the run goes on; the exit status says so at the end.
+pyperf workers re-execute ``fastsock-bench run`` with ``--worker`` and
+pyperf's flags: :func:`worker_main` parses only the selection flags, builds
+the same plan and registers every case; pyperf's task index picks one.  A
+``--remote`` worker gets :func:`bench.remote.client.open_case` as its
+case's opener: the run stage itself never imports the remote stage.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import math
 import os
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Sequence
-
-import pyperf
+from functools import partial
+from typing import Sequence
 
 import fastsock
 
-from bench import _interleave
-from bench import _matrix as M
-from bench import _remote
-from bench._report import SCHEMA_VERSION, CaseKey, dump_suite, load_report
-from bench._units import fmt_value
+from bench.analysis.report import load_report
+from bench.remote import client as _remote
+from bench.run import lockstep as _interleave
+from bench.run import matrix as M
+from bench.run import transports as T
+from bench.run.runner import (
+    GATE_PROCESSES,
+    INHERIT,
+    PRESET_PYPERF,
+    Outcome,
+    Plan,
+    case_metadata,
+    execute,
+    fmt_duration,
+    make_runner,
+)
 
 PROG = "fastsock-bench run"
-
-# pyperf settings of each preset: processes, values, warmups, and either a
-# minimum time per value (s) or fixed loops.  A worker process costs about
-# 0.3 s to start here, so the default's budget (<= 10 min for 120 cases on
-# 2 cores) goes to processes, not long values: 8 processes per case x 6
-# values of >= 10 ms.  Six short values rather than three of 20 ms (same
-# time): in a lockstep run (--base-python) each value is paired with the
-# other side's, and the median of 6 pairs 10 ms apart is steadier than of
-# 3 pairs 20 ms apart (slot-to-slot spread of the log ratio, median over
-# the default's 120 cases, one A/A run each: 0.027 against 0.044;
-# docs/compare.md).  --quick fixes
-# the loops, which skips pyperf's calibration process: a smoke run, not a
-# measurement.
-PRESET_PYPERF = {
-    "quick": ["--processes", "1", "--values", "3", "--warmups", "1", "--loops", "1000"],
-    "default": ["--processes", "8", "--values", "6", "--warmups", "1", "--min-time", "0.01"],
-    "full": ["--processes", "8", "--values", "6", "--warmups", "1", "--min-time", "0.01"],
-}
-# Processes (lockstep slots) per case and side of a run with a base
-# (--base-python) unless -p says otherwise.  A 10% change on a third of the
-# default's 120 cases, caught: 39 of 40 with 8 slots, 37 of 40 with 12,
-# 40 of 40 with 16, never a false call (one A/A run each, docs/compare.md).
-# 8 stay the plain run's default (its 10-minute budget).
-GATE_PROCESSES = 16
-# Environment variables workers must see (pyperf cleans the rest).
-# FASTSOCK_TOKEN: the remote server's token, kept off workers' command lines.
-INHERIT = ("FASTSOCK_PUREPYTHON", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "FASTSOCK_TOKEN")
 
 
 class UsageError(Exception):
@@ -142,17 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass
-class Plan:
-    selection: M.Selection
-    cases: list[CaseKey]
-    forward: list[str] = field(default_factory=list)  # selection flags for workers
-    metadata: dict[str, Any] = field(default_factory=dict)  # for every benchmark
-
-
 def make_plan(args: argparse.Namespace) -> Plan:
-    from bench import _transports as T
-
+    from bench.run import transports as T
     def lst(value: str | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
         return M.parse_list(value, allowed, what) if value else tuple(allowed)
 
@@ -208,74 +172,22 @@ def _batching() -> bool:
     return bool(getattr(fastsock.implementations().get("cython"), "HAVE_MMSG", False))
 
 
-def case_metadata(key: CaseKey) -> dict[str, Any]:
-    return {
-        "scenario": key.scenario,
-        "transport": key.transport,
-        "mode": key.mode,
-        "size": key.size,
-        "impl": key.impl,
-        "batch": key.batch,
-        "fastsock_schema": SCHEMA_VERSION,
-    }
-
-
-def _make_runner(forward: list[str]) -> pyperf.Runner:
-    from bench._worker import HookEntry
-
-    def add_cmdline_args(cmd: list[str], args: Any) -> None:
-        cmd.extend(forward)
-        if args.quiet:
-            cmd.append("--quiet")
-
-    return pyperf.Runner(
-        program_args=worker_program(),
-        add_cmdline_args=add_cmdline_args,
-        hooks=[HookEntry()],
-    )
-
-
-def worker_program() -> tuple[str, ...]:
-    """How pyperf starts a worker: ``python -c LAUNCHER run ...``.
-
-    ``python -m bench`` would put the current directory first on sys.path:
-    run from a clone after ``pip install .``, the workers would then import
-    the clone's uncompiled tree while this process measures the installed
-    build (and refuse every cython case).  The launcher drops that entry
-    unless this process's own packages come from the current directory, so
-    a worker imports exactly what this process imported.
-    """
-    import bench
-
-    here = os.path.abspath(os.getcwd())
-    roots = {os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or "")))
-             for m in (bench, fastsock)}
-    keep_cwd = here in roots
-    code = ("import sys; " + ("" if keep_cwd else "del sys.path[0]; ")
-            + "from bench.cli import main; sys.exit(main())")
-    return ("-c", code, "run")
-
-
-# ---------------------------------------------------------------- worker
-
-
 def worker_main(argv: list[str]) -> int:
     """Inside a pyperf worker: enumerate the same cases, run task N."""
-    from bench._worker import Case
+    from bench.run.worker import Case
+
+    from bench.remote.client import open_case
 
     sel_parser = _Parser(prog=PROG, allow_abbrev=False, add_help=False)
     add_selection_args(sel_parser)
     args, rest = sel_parser.parse_known_args(argv)
     plan = make_plan(args)
-    runner = _make_runner(plan.forward)
+    runner = make_runner(plan.forward)
     runner.parse_args(rest)
     for key in plan.cases:
-        case = Case(key, remote=args.remote)
+        case = Case(key, opener=partial(open_case, args.remote) if args.remote else None)
         runner.bench_time_func(key.name, case.time_func, metadata=case_metadata(key))
     return 0
-
-
-# ------------------------------------------------------------------ main
 
 
 def default_output() -> str:
@@ -331,15 +243,6 @@ def pyperf_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
-class _Interrupted(BaseException):
-    pass
-
-
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def main_run(argv: list[str]) -> int:
     if "--worker" in argv:
         return worker_main(argv)
@@ -383,155 +286,46 @@ def main_run(argv: list[str]) -> int:
     except (UsageError, M.MatrixError, _remote.RemoteError, _interleave.BaseError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    return _execute(args, plan, outputs, pargs, base)
+    outcome = execute(args, plan, outputs, pargs, base)
+    return _finish(args, outcome, base is not None)
 
 
-def _execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], pargs: list[str],
-             base: _interleave.Base | None = None) -> int:
-    from bench import _fingerprint, _summary
-
+def _finish(args: argparse.Namespace, outcome: Outcome, with_base: bool) -> int:
+    """After the run: the summary read back from the saved report (what is
+    printed is what was stored), the HTML page, the exit status."""
+    if outcome.write_error:
+        return 1
+    outputs, done, n = outcome.outputs, outcome.done, outcome.total
     output = outputs["new"]
-    fingerprints = {"new": _fingerprint.collect()}
-    fingerprints["new"].update(plan.metadata)  # the remote server's (remote_*), if any
-    if base is not None:
-        pair = _interleave.new_id()
-        fingerprints["base"] = dict(base.fingerprint, **plan.metadata)
-        for side in fingerprints:
-            fingerprints[side].update(interleaved=pair, interleaved_side=side)
-    runner = _make_runner(plan.forward)
-    runner.parse_args(pargs)
-    new_program = runner._program_args
-
-    interrupted: list[int] = []
-    # Raise only while pyperf runs a case (it kills the worker on the way
-    # out); elsewhere (saving, printing) the flag is enough: the loop stops
-    # at its next turn, and a half-written save or print is never cut.
-    in_pyperf = [False]
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if not interrupted:
-            interrupted.append(signum)
-        if in_pyperf[0]:
-            raise KeyboardInterrupt
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    benchmarks: dict[str, list[pyperf.Benchmark]] = {side: [] for side in outputs}
-    failed: list[tuple[str, str]] = []
-    n = len(plan.cases)
-    start = time.monotonic()
-    print(f"fastsock-bench: {n} cases, preset {args.preset}, report {output}", flush=True)
-    if base is not None:
-        how = "in lockstep, value by value" if _interleave.in_lockstep(base, runner.args) \
-            else "worker by worker"
-        print(f"fastsock-bench: interleaved with the base, {how}; base report "
-              f"{outputs['base']}\n  {_interleave.describe(base)}", flush=True)
-    try:
-        for k, key in enumerate(plan.cases, 1):
-            if interrupted:
-                break
-            t_case = time.monotonic()
-            metadata = case_metadata(key)
-
-            def call() -> pyperf.Benchmark:
-                # the worker enumerates the same cases: task k-1 is this one
-                runner._worker_task = k - 1
-                runner._bench_names.discard(key.name)  # several workers of one case
-                bench = runner.bench_time_func(key.name, _never, metadata=metadata)
-                assert bench is not None
-                return bench
-
-            try:
-                in_pyperf[0] = True
-                said = io.StringIO()
-                try:
-                    if interrupted:  # a signal just before the flag was set
-                        raise KeyboardInterrupt
-                    # pyperf's main process prints each result even when
-                    # quiet; the progress line below says it in our units.
-                    # Kept, and shown, when the case fails.
-                    with contextlib.redirect_stdout(said):
-                        if base is None:
-                            got = {"new": call()}
-                        else:
-                            runner._worker_task = k - 1  # lockstep spawns its own workers
-                            got = _interleave.measure_case(runner, base, new_program, call)
-                finally:
-                    in_pyperf[0] = False
-            except (KeyboardInterrupt, SystemExit, RuntimeError, ValueError) as exc:
-                if interrupted:
-                    break
-                for line in said.getvalue().splitlines():
-                    if line.strip() and "Mean +- std dev" not in line:
-                        print(f"  pyperf: {line}", file=sys.stderr)
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                failed.append((key.name, reason))
-                print(f"[{k}/{n}] {key.name}: FAILED ({reason})", flush=True)
-                if args.fail_fast:
-                    break
-                continue
-            for side, bench in got.items():
-                bench.update_metadata(fingerprints[side])
-                benchmarks[side].append(bench)
-            # the base first: a report "new" never holds a case its base lacks
-            for side in sorted(outputs, key=lambda s: s != "base"):
-                if not _save(benchmarks[side], outputs[side]):
-                    return 1
-            elapsed = time.monotonic() - start
-            eta = elapsed / k * (n - k)
-            figures = fmt_value(key.scenario, key.size, got["new"].median())
-            if "base" in got:
-                figures = (f"base {fmt_value(key.scenario, key.size, got['base'].median())},"
-                           f" new {figures}")
-            print(
-                f"[{k}/{n}] {key.name}: {figures}"
-                f"  ({time.monotonic() - t_case:.1f} s; elapsed {_fmt_duration(elapsed)},"
-                f" ETA {_fmt_duration(eta)})",
-                flush=True,
-            )
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    total = time.monotonic() - start  # every finished case is already saved
-    done = len(benchmarks["new"])
     saved = " and ".join(outputs[side] for side in sorted(outputs, key=lambda s: s != "new"))
-    if interrupted:
-        name = signal.Signals(interrupted[0]).name
+    if outcome.signal is not None:
+        name = signal.Signals(outcome.signal).name
         print(f"fastsock-bench: interrupted by {name} after {done} of {n} cases;"
               f" {'saved ' + saved if done else 'nothing finished, no report'}",
               file=sys.stderr)
-        return 128 + interrupted[0]
+        return 128 + outcome.signal
     if done:
-        report = load_report(output)  # what is printed is what was stored
+        from bench.present import summary  # numpy and the figures: not in workers
+
+        report = load_report(output)
         print()
-        print(_summary.render_report(report))
-        if base is not None:
+        print(summary.render_report(report))
+        if with_base:
             print()
-            print(_summary.render_interleaved(load_report(outputs["base"]), report))
+            print(summary.render_interleaved(load_report(outputs["base"]), report))
         if not args.no_html:
             try:  # the HTML page is an extra: its failure must not hide the run
-                _summary.write_html_beside(output, report)
+                summary.write_html_beside(output, report)
             except Exception as exc:  # any plotting error
                 print(f"{PROG}: warning: no HTML report ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0] if str(exc) else ''})", file=sys.stderr)
-    print(f"\n{done} of {n} cases in {_fmt_duration(total)}; "
-          f"report{'s' if base is not None else ''}: {saved if done else '(none)'}")
-    if failed:
-        print(f"{len(failed)} case(s) failed:", file=sys.stderr)
-        for name, reason in failed:
+    print(f"\n{done} of {n} cases in {fmt_duration(outcome.seconds)}; "
+          f"report{'s' if with_base else ''}: {saved if done else '(none)'}")
+    if outcome.failed:
+        print(f"{len(outcome.failed)} case(s) failed:", file=sys.stderr)
+        for name, reason in outcome.failed:
             print(f"  {name}: {reason}", file=sys.stderr)
         return 1
     return 0
 
 
-def _save(benchmarks: list[pyperf.Benchmark], output: str) -> bool:
-    """Save the report; a failure (disk full, directory gone) is one line."""
-    try:
-        dump_suite(pyperf.BenchmarkSuite(benchmarks), output)
-    except OSError as exc:
-        print(f"{PROG}: error: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
-        return False
-    return True
-
-
-def _never(loops: int) -> float:  # the main process never times anything
-    raise AssertionError("time function called outside a worker")

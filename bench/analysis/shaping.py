@@ -1,0 +1,82 @@
+"""Shaping a report's data for the people who read it: orders, headline
+figures, speedups, where it was measured.
+
+Design note: what the figures (:mod:`bench.present.figures`), the HTML
+report and the summary table all need, computed once, here, so that they
+cannot disagree on a number and so that drawing code holds no arithmetic
+the HTML would have to borrow from matplotlib's side.  A case's headline
+figure is the median over worker processes of each process's median (the
+unit of analysis of :mod:`bench.analysis.stats`); a speedup is
+:func:`bench.analysis.compare.speedup`'s estimate.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Iterable, Sequence
+
+from bench.analysis import compare as _compare
+from bench.analysis.compare import SpeedupResult
+from bench.analysis.report import ASYNC_IMPLS, MODES, TRANSPORTS, TWIN_IMPLS, Case, CaseKey, Report
+
+# Known values first, in this order; others (a newer report's) after them.
+TRANSPORT_ORDER = TRANSPORTS
+MODE_ORDER = MODES
+IMPL_ORDER = (*TWIN_IMPLS, *ASYNC_IMPLS)
+
+
+def case_seconds(case: Case) -> float:
+    """The case's headline value in seconds: median of process medians."""
+    return statistics.median(case.process_medians())
+
+
+def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``values`` deduplicated, known names in ``order`` first, then the rest."""
+    seen = set(values)
+    return [v for v in order if v in seen] + sorted(seen - set(order))
+
+
+# speedup_results is asked for by several figures and tables of one report:
+# its estimates cost a rank test per case, so the last few are kept.
+_SPEEDUP_CACHE: list[tuple[Report, dict[CaseKey, SpeedupResult]]] = []
+
+
+def speedup_results(report: Report) -> dict[CaseKey, SpeedupResult]:
+    """bench.analysis.compare's compiled/Python speedup per case (estimate and 95%
+    interval of Python time / compiled time), keyed by the compiled case;
+    empty when no case has both twins."""
+    for cached, results in _SPEEDUP_CACHE:
+        if cached is report:
+            return results
+    try:
+        results = {r.key: r for r in _compare.speedup(report).results}
+    except ValueError:  # no case has both twins
+        results = {}
+    _SPEEDUP_CACHE.append((report, results))
+    del _SPEEDUP_CACHE[:-4]
+    return results
+
+
+def speedups(report: Report, scenario: str | None = None) -> dict[CaseKey, float]:
+    """Speedup estimates (Python time / compiled time) per compiled case."""
+    return {k: r.est.ratio for k, r in speedup_results(report).items()
+            if scenario is None or k.scenario == scenario}
+
+
+def where(fp: dict[str, Any]) -> str:
+    """One line saying where a report was measured, from its fingerprint."""
+    parts = []
+    cpu = str(fp.get("cpu_model_name", "unknown CPU")).strip()
+    if "cpu_count" in fp:
+        cpu += f" ({fp['cpu_count']} CPUs)"
+    parts.append(cpu)
+    kernel = fp.get("kernel") or fp.get("platform")
+    if kernel:
+        parts.append(f"Linux {kernel}" if str(kernel)[:1].isdigit() else str(kernel))
+    if "python_version" in fp:
+        parts.append("Python " + str(fp["python_version"]).split(" ")[0])
+    if "fastsock_version" in fp:
+        commit = fp.get("fastsock_commit")
+        parts.append(f"fastsock {fp['fastsock_version']}"
+                     + (f" @ {str(commit)[:10]}" if commit and commit != "unknown" else ""))
+    return " · ".join(parts)

@@ -1,0 +1,3 @@
+from typing import Any
+
+def collect_metadata(process: bool = ...) -> dict[str, Any]: ...
