@@ -357,7 +357,7 @@ def test_client_vanishing_mid_case(server: ServerProcess) -> None:
 
 
 def test_no_data_connection_within_the_bound(server: ServerProcess) -> None:
-    from bench.remote.server import ACCEPT_TIMEOUT
+    from bench.remote.session import ACCEPT_TIMEOUT
 
     sock, reader, greeting = raw_connect(server)
     with sock:

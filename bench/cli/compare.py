@@ -18,8 +18,7 @@ import argparse
 from typing import Any
 
 from bench.analysis.report import ReportError, load_report
-from bench.cli.common import EXIT_MACHINE, EXIT_USAGE, FORMATS, add_output_options, emit, error
-
+from bench.cli.common import EXIT_MACHINE, EXIT_USAGE, add_output_options, emit, error
 
 
 def _percent(text: str) -> float:
@@ -72,8 +71,8 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.analysis.compare import Settings, compare_reports, machine_differences
-    from bench.present.formats import render_comparison
     from bench.analysis.stats import Correction
+    from bench.present.formats import render_comparison
 
     try:
         base, new = load_report(args.base), load_report(args.new)

@@ -18,9 +18,9 @@ import math
 import sys
 from typing import Any
 
+from bench.cli.common import EXIT_FAILED, EXIT_OK, error
 from bench.crosscheck import check as X
 from bench.crosscheck import tools
-from bench.cli.common import EXIT_FAILED, EXIT_OK, error
 
 
 def _error(message: str) -> int:

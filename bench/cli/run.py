@@ -29,7 +29,6 @@ from functools import partial
 from typing import Sequence
 
 import fastsock
-
 from bench.analysis.report import load_report
 from bench.remote import client as _remote
 from bench.run import lockstep as _interleave
@@ -116,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    from bench.run import transports as T
     def lst(value: str | None, allowed: Sequence[str], what: str) -> tuple[str, ...]:
         return M.parse_list(value, allowed, what) if value else tuple(allowed)
 
@@ -174,9 +172,8 @@ def _batching() -> bool:
 
 def worker_main(argv: list[str]) -> int:
     """Inside a pyperf worker: enumerate the same cases, run task N."""
-    from bench.run.worker import Case
-
     from bench.remote.client import open_case
+    from bench.run.worker import Case
 
     sel_parser = _Parser(prog=PROG, allow_abbrev=False, add_help=False)
     add_selection_args(sel_parser)

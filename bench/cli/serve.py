@@ -16,17 +16,16 @@ import sys
 from typing import Any
 
 import fastsock
-
 from bench.remote import protocol as P
 from bench.remote.server import (
     DEFAULT_MAX_CLIENTS,
     MAX_CLIENTS_CEILING,
-    Server,
     ServeError,
+    Server,
     is_loopback,
-    unmapped,
     listen,
 )
+from bench.remote.session import unmapped
 from bench.run import matrix as M
 
 

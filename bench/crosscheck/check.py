@@ -51,25 +51,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from bench.analysis.units import MB, fmt_loss, usec
-
 from bench.crosscheck.tools import (
-    TOOLS,
-    UDP_SIZE,
     WINDOW,
     WINDOW_Q,
-    WORKLOADS,
     CrosscheckError,
     Figure,
     Workload,
@@ -84,9 +76,8 @@ AGREE = 0.05
 
 def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
     """The suite's compiled case as a subprocess (``python -m bench run``)."""
-    from bench.analysis.report import ReportError, load_report
-
     import bench
+    from bench.analysis.report import ReportError, load_report
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__)))
     env = dict(os.environ)

@@ -20,15 +20,13 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from bench.analysis.units import MB, fmt_loss, usec
+from bench.analysis.units import MB
 
 # Seconds a tool's server may take to listen.
 SERVER_START = 5.0

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import io
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -52,7 +51,7 @@ from matplotlib.patches import Patch
 from bench.analysis import compare as _compare
 from bench.analysis import units as _units
 from bench.analysis.compare import Comparison
-from bench.analysis.report import COMPILED, PYTHON
+from bench.analysis.report import COMPILED, PYTHON, Case, CaseKey, Report, write_atomic
 from bench.analysis.report import DGRAM_TRANSPORTS as DATAGRAM_TRANSPORTS
 from bench.analysis.shaping import (
     IMPL_ORDER,
@@ -60,11 +59,9 @@ from bench.analysis.shaping import (
     TRANSPORT_ORDER,
     case_seconds,
     ordered,
-    speedup_results,
     speedups,
     where,
 )
-from bench.analysis.report import Case, CaseKey, Report, write_atomic
 from bench.analysis.stats import Verdict
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.

@@ -11,10 +11,9 @@ process's median; speedup = Python's time / compiled time for the same case
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
-from bench.analysis.report import Case, Report
+from bench.analysis.report import Report
 from bench.analysis.shaping import case_seconds, speedups
 from bench.analysis.units import fmt_size, msg_rate, throughput_mbps
 

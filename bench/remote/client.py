@@ -45,12 +45,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import fastsock
-
 import bench
+import fastsock
+from bench.analysis.report import CaseKey
 from bench.remote import protocol as P
 from bench.run.peer import EXIT_GRACE, FRAME, PeerError, recv_frame
-from bench.analysis.report import CaseKey
 
 # Bound on connecting and on each handshake line (seconds).
 SETUP_TIMEOUT = 5.0
