@@ -10,8 +10,8 @@ reads the table below and checks every import of every module against it.
     cli                   the command line: one module per subcommand
     crosscheck            the suite's compiled cases beside iperf3 and sockperf
     remote                serve a peer to another host, and the client of one
-    run | present         measure cases into a report | show a report: summary, tables, figures, HTML
-    analysis              the report (schema, loader), units, statistics, compare, speedup, shaping
+    run | present         measure cases into a report | show a report (tables, figures, HTML)
+    analysis              the report (schema, loader), units, statistics, compare, shaping
 
 Why this order: ``analysis`` owns the report, the contract between a run
 and everything that reads one, so every stage may read it and it reads

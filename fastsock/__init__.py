@@ -27,7 +27,7 @@ else:
     try:
         from fastsock import _loops as _impl  # type: ignore[no-redef]
     except ImportError:
-        from fastsock import _pyloops as _impl  # type: ignore[no-redef]
+        from fastsock import _pyloops as _impl
 
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 # The loaded loops batch datagrams (dgram_send/dgram_recv with batch > 1):

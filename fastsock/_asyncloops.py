@@ -62,7 +62,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Any, Callable, Coroutine
+from collections.abc import Coroutine
+from typing import Any, Callable
 
 from fastsock._common import (
     DEFAULT_TIMEOUT,
@@ -109,7 +110,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
             import uvloop
         except ImportError:
             raise ImportError(f"uvloop is not installed ({UVLOOP_HINT})") from None
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        return uvloop.new_event_loop()
     raise ValueError(f"unknown event loop {kind!r} (expected one of: {', '.join(EVENT_LOOPS)})")
 
 
@@ -120,7 +121,7 @@ def describe(loop: asyncio.AbstractEventLoop) -> str:
     if cls.__module__.split(".")[0] == "uvloop":
         import uvloop
 
-        return f"uvloop {uvloop.__version__}"
+        return f"uvloop {getattr(uvloop, '__version__', '(version unknown)')}"
     selector = getattr(loop, "_selector", None)  # private: shown when present
     where = f"/{type(selector).__name__}" if selector is not None else ""
     return f"asyncio {cls.__name__}{where}"
@@ -129,8 +130,17 @@ def describe(loop: asyncio.AbstractEventLoop) -> str:
 class _Watchdog:
     """Cancels ``task`` when ``progress`` has not changed for ``timeout`` s."""
 
-    __slots__ = ("progress", "expired", "_loop", "_task", "_timeout", "_tick",
-                 "_seen", "_since", "_handle")
+    __slots__ = (
+        "_handle",
+        "_loop",
+        "_seen",
+        "_since",
+        "_task",
+        "_tick",
+        "_timeout",
+        "expired",
+        "progress",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.progress = 0  # written by the running call after each message
@@ -200,7 +210,7 @@ class AsyncConn:
                 opener = asyncio.open_unix_connection if unix else asyncio.open_connection
 
                 async def _open(dog: _Watchdog) -> tuple[Any, Any]:
-                    return await opener(sock=sock)  # type: ignore[no-any-return]
+                    return await opener(sock=sock)
 
                 tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
                 nodelay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) if tcp else 0
@@ -215,7 +225,7 @@ class AsyncConn:
     def closed(self) -> bool:
         return self.loop.is_closed()
 
-    def __enter__(self) -> "AsyncConn":
+    def __enter__(self) -> AsyncConn:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -377,7 +387,8 @@ class AsyncConn:
         exc = context.get("exception")
         text = context.get("message", "")
         if exc is not None:
-            text = f"{text}: {type(exc).__name__}: {exc}" if text else f"{type(exc).__name__}: {exc}"
+            what = f"{type(exc).__name__}: {exc}"
+            text = f"{text}: {what}" if text else what
         line = " ".join(str(text).split()) or "unknown event loop error"
         if isinstance(exc, OSError):
             self.abort(exc)

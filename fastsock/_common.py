@@ -29,7 +29,8 @@ Stream sockets (TCP, Unix stream):
 ``stream_echo(sock, size, mode, timeout=DEFAULT_TIMEOUT) -> int``
     Receive up to ``size`` bytes, send them back completely, until EOF.
     Returns the bytes echoed.
-``stream_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None, pattern=False) -> int``
+``stream_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None,
+pattern=False) -> int``
     ``count`` round trips: send ``size`` bytes, receive ``size`` bytes.  With
     ``samples`` (a writable int64 buffer, e.g. ``array('q')``, of length
     >= ``count``) each round trip's time in ns goes to ``samples[i]``.
@@ -48,7 +49,8 @@ and an empty datagram means "end":
 ``dgram_echo(sock, size, mode, timeout=DEFAULT_TIMEOUT) -> int``
     Echo datagrams until an empty one (echoed too) or ``timeout`` idle.
     Returns datagrams echoed (the empty one not counted).
-``dgram_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None, pattern=False) -> tuple[int, int]``
+``dgram_pingpong(sock, count, size, mode, timeout=DEFAULT_TIMEOUT, samples=None,
+pattern=False) -> tuple[int, int]``
     ``count`` rounds: send a datagram whose first byte is the round number
     mod 256, wait up to ``timeout`` for the reply carrying that byte
     (stale replies are dropped); no reply in time counts the round lost.
@@ -352,7 +354,7 @@ def configure(sock: socket.socket, mode: str, timeout: float) -> None:
 
 def _timeval(seconds: float) -> bytes:
     sec = int(seconds)
-    usec = int(round((seconds - sec) * 1e6))
+    usec = round((seconds - sec) * 1e6)
     return struct.pack("@ll", sec, usec)
 
 

@@ -617,7 +617,7 @@ def connect_accept(
     check_connect_mode(mode)
     mode, timeout, tms = _setup(listener, mode, timeout)
     addr = listener.getsockname()
-    family, kind = listener.family, listener.type
+    family, kind = listener.family, int(listener.type)
     new_socket = socket.socket
     accept = listener.accept
     if mode == "blocking":

@@ -69,7 +69,6 @@ def _prefer_installed_fastsock() -> None:
 
 _prefer_installed_fastsock()
 
-import fastsock  # noqa: E402
 from support import (  # noqa: E402
     DGRAM_TRANSPORTS,
     JOIN_TIMEOUT,
@@ -77,6 +76,8 @@ from support import (  # noqa: E402
     STREAM_TRANSPORTS,
     TIMEOUT,
 )
+
+import fastsock  # noqa: E402
 
 PURE = os.environ.get("FASTSOCK_PUREPYTHON", "") not in ("", "0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -103,7 +104,7 @@ def twin(name: str) -> Any:
             pytrace=False,
         )
     module = found[name]
-    assert module.IMPLEMENTATION == name, (module, module.IMPLEMENTATION)
+    assert name == module.IMPLEMENTATION, (module, module.IMPLEMENTATION)
     return module
 
 

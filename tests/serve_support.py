@@ -16,8 +16,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import fastsock
 from bench.analysis.report import Case
@@ -55,7 +55,7 @@ class ServerProcess:
     def __init__(self, args: Sequence[str], log: Path, prefix: Sequence[str] = (),
                  extra_env: dict[str, str] | None = None) -> None:
         self.log = log
-        self._err = open(log, "wb")
+        self._err = open(log, "wb")  # noqa: SIM115 (closed with the server process)
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "bench", "serve", *args],
             cwd=HOME, env=env(extra_env), stdout=subprocess.PIPE, stderr=self._err,

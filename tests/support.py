@@ -64,7 +64,7 @@ def one_line(exc: BaseException) -> str:
 class Elapsed:
     """``with Elapsed() as t: ...``; then ``t.s`` is the seconds it took."""
 
-    def __enter__(self) -> "Elapsed":
+    def __enter__(self) -> Elapsed:
         self.t0 = time.monotonic()
         self.s = 0.0
         return self

@@ -4,7 +4,7 @@ consumers (compare, plot, report) that must not depend on a real run."""
 from __future__ import annotations
 
 import random
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyperf
 

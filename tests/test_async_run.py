@@ -16,13 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import fastsock
-from bench.analysis import compare as _compare
-from bench.run import matrix as M
-from bench.present import figures as _plot
-from bench.cli import run as R
-from bench.analysis.report import PERCENTILES, CaseKey, load_report
 from test_run_cli import (
     FAULT_BOUND,
     PURE,
@@ -36,6 +29,13 @@ from test_run_cli import (
     run,
     where,
 )
+
+import fastsock
+from bench.analysis import compare as _compare
+from bench.analysis.report import PERCENTILES, CaseKey, load_report
+from bench.cli import run as R
+from bench.present import figures as _plot
+from bench.run import matrix as M
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 TWINS = ("python",) if PURE else ("cython", "python")
@@ -77,7 +77,8 @@ def test_the_default_impls_of_each_preset() -> None:
     assert M.select_impls("uvloop-sock,python", "quick", True) == ("uvloop-sock", "python")
 
 
-@pytest.mark.parametrize("text", ["uvloop-sock", "python,uvloop-streams", "uvloop-streams,uvloop-sock"])
+@pytest.mark.parametrize("text", ["uvloop-sock", "python,uvloop-streams",
+                                  "uvloop-streams,uvloop-sock"])
 def test_uvloop_named_without_uvloop_is_an_error_with_the_hint(text: str) -> None:
     with pytest.raises(M.MatrixError) as exc:
         M.select_impls(text, "default", False)
@@ -226,7 +227,8 @@ def test_cli_inapplicable_selection_is_one_line_exit_2(tmp_path: Path) -> None:
 # ------------------------------------------------------------ a real run
 
 SMOKE = ["--quick", "--scenario", "stream,pingpong", "--transport", "tcp4", "--mode",
-         "nonblocking", "--impl", ",".join(TWINS + ASYNCIO + (M.UVLOOP_IMPLS if HAVE_UVLOOP else ())), *SMALL]
+         "nonblocking", "--impl",
+         ",".join(TWINS + ASYNCIO + (M.UVLOOP_IMPLS if HAVE_UVLOOP else ())), *SMALL]
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +242,7 @@ def test_run_measures_every_impl(smoke: tuple) -> None:
     proc, w, names = smoke
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert progress(proc.stdout) == {n: "ok" for n in names}
+    assert progress(proc.stdout) == dict.fromkeys(names, "ok")
     report = load_report(w.cwd / "out.json")
     assert [c.name for c in report.cases] == names
     needs_uvloop()  # the rest of the run's checks hold without it; not the count
@@ -248,7 +250,7 @@ def test_run_measures_every_impl(smoke: tuple) -> None:
 
 
 def test_run_metadata_of_event_loop_cases(smoke: tuple) -> None:
-    proc, w, _ = smoke
+    _proc, w, _ = smoke
     report = load_report(w.cwd / "out.json")
     for case in report.cases:
         k, meta = case.key, case.metadata

@@ -26,10 +26,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from support import TIMEOUT, TINY_BUFFER, Elapsed, nothing_to_read, one_line, recv_exactly
 
 import fastsock
 from fastsock import _asyncloops as A
-from support import TIMEOUT, TINY_BUFFER, Elapsed, nothing_to_read, one_line, recv_exactly
 
 pytestmark = pytest.mark.filterwarnings(
     "error::ResourceWarning", "error::pytest.PytestUnraisableExceptionWarning")
@@ -54,7 +54,7 @@ def libuv_global_state() -> None:
 
 @pytest.fixture(params=KINDS, ids=[f"{loop}-{api}" for loop, api in KINDS])
 def kind(request: pytest.FixtureRequest) -> tuple[str, str]:
-    loop, api = request.param
+    loop, _api = request.param
     if loop == "uvloop" and not HAVE_UVLOOP:
         pytest.skip("uvloop is not installed (pip install 'fastsock[uvloop]'; "
                     "the test extra installs it)")

@@ -19,11 +19,11 @@ import os
 import socket
 
 import pytest
+from support import TIMEOUT, Elapsed, nothing_to_read, one_line
+from test_signals import SIGINT_BOUND, Storm, _interrupt
 
 import fastsock
 from fastsock import _common
-from support import TIMEOUT, Elapsed, nothing_to_read, one_line
-from test_signals import SIGINT_BOUND, Storm, _interrupt
 
 PURE = os.environ.get("FASTSOCK_PUREPYTHON", "") not in ("", "0")
 PERIOD = _common.PATTERN_PERIOD
@@ -172,7 +172,7 @@ def test_empty_datagram_inside_a_batch_ends_the_receive(dgram_pair, mode, batch)
     for i in range(5):
         pair.b.send(dgram_pattern(i, 64))
     pair.b.send(b"")
-    for i in range(2):
+    for _ in range(2):
         pair.b.send(b"after")
     with Elapsed() as t:
         got = loops.dgram_recv(pair.a, 100, 64, mode, timeout=TIMEOUT, verify=True,
@@ -247,9 +247,8 @@ def test_batched_send_to_a_stalled_receiver_times_out(unix_dgram, mode, batch):
     part, and the next call waits again: two timeouts at most (the contract)."""
     loops = batched()
     bound = 2 * SHORT if mode == "blocking" else SHORT
-    with Elapsed() as t:
-        with pytest.raises(TimeoutError):
-            loops.dgram_send(unix_dgram.a, 100_000, 64, mode, timeout=SHORT, batch=batch)
+    with Elapsed() as t, pytest.raises(TimeoutError):
+        loops.dgram_send(unix_dgram.a, 100_000, 64, mode, timeout=SHORT, batch=batch)
     assert SHORT * 0.9 <= t.s <= bound + SLACK
 
 
@@ -264,11 +263,13 @@ def test_sigint_during_a_batch_call(net, mode, batch, what):
     loops = batched()
     if what == "recv":
         pair = net.pair("udp4")
-        call = lambda: loops.dgram_recv(pair.a, 100, 64, mode, timeout=TIMEOUT, batch=batch)
+        def call():
+            return loops.dgram_recv(pair.a, 100, 64, mode, timeout=TIMEOUT, batch=batch)
     else:
         pair = net.pair("unix_dgram")
-        call = lambda: loops.dgram_send(pair.a, 10_000_000, 64, mode, timeout=TIMEOUT,
-                                        batch=batch)
+        def call():
+            return loops.dgram_send(pair.a, 10_000_000, 64, mode, timeout=TIMEOUT,
+                                                batch=batch)
     outcome, after = _interrupt(call)
     assert outcome == "KeyboardInterrupt"
     assert after <= SIGINT_BOUND, f"KeyboardInterrupt came {after:.3f} s after SIGINT"

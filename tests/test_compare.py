@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 
-from bench.present import formats as _compare_format
 from bench.analysis import units as _units
-from bench.cli.compare import FORMATS
 from bench.analysis.compare import Settings, compare_reports, machine_differences, speedup
 from bench.analysis.report import CaseKey, Report
 from bench.analysis.stats import Correction, Verdict
+from bench.cli.common import FORMATS
+from bench.present import formats as _compare_format
 from tests import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = synth.default_keys()
 SCALED = KEYS[::3]  # a third of the cases, across scenarios, transports, impls
-SLOWER_10 = {k: 1.10 for k in SCALED}
+SLOWER_10 = dict.fromkeys(SCALED, 1.1)
 FLAGS = (Verdict.SLOWER, Verdict.FASTER)
 
 
@@ -87,7 +87,7 @@ def test_many_seeds_end_to_end() -> None:
 
 
 def test_unequal_process_and_value_counts() -> None:
-    fewer = {k: 5 for k in KEYS[:6]}
+    fewer = dict.fromkeys(KEYS[:6], 5)
     base = synth.make_report(seed=1, values=3)
     new = synth.make_report(seed=5, values=5, processes=11, processes_by_key=fewer,
                             scale={KEYS[0]: 1.25, KEYS[10]: 1.25})
@@ -146,7 +146,8 @@ def test_machine_and_other_differences() -> None:
     assert cmp.case_differs == {"peer_impl": len(KEYS)}
     line = next(x for x in _compare_format.comparison_table(cmp).splitlines()
                 if x.startswith("differs: "))
-    assert "fastsock_commit 0000000 -> 1111111" in line and f"peer_impl in {len(KEYS)} cases" in line
+    assert "fastsock_commit 0000000 -> 1111111" in line
+    assert f"peer_impl in {len(KEYS)} cases" in line
     assert "load_avg" not in line
 
 

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import pytest
+from support import TIMEOUT, Elapsed, one_line
 
 from fastsock import _common
-from support import TIMEOUT, Elapsed, one_line
 
 CONNECT_MODES = _common.CONNECT_MODES
 TRANSPORTS = ("tcp4", "tcp6", "unix")
@@ -224,9 +224,8 @@ def test_a_listener_shut_down_mid_loop_is_an_oserror(loops, listeners, transport
     timer = threading.Timer(0.05, lst.shutdown, (socket.SHUT_RDWR,))
     timer.start()
     try:
-        with Elapsed() as t:
-            with pytest.raises(OSError) as info:
-                loops.connect_accept(lst, 10**8, cmode, timeout=SHORT)
+        with Elapsed() as t, pytest.raises(OSError) as info:
+            loops.connect_accept(lst, 10**8, cmode, timeout=SHORT)
     finally:
         timer.join(TIMEOUT)
     # which one depends on where the shutdown lands: before connect
@@ -246,9 +245,8 @@ def test_a_full_accept_queue_ends_in_a_bounded_wait(loops, listeners, transport,
     stray = socket.socket(lst.family, socket.SOCK_STREAM)
     with stray:
         stray.connect(lst.getsockname())
-        with Elapsed() as t:
-            with pytest.raises(OSError) as info:
-                loops.connect_accept(lst, 3, cmode, timeout=SHORT)
+        with Elapsed() as t, pytest.raises(OSError) as info:
+            loops.connect_accept(lst, 3, cmode, timeout=SHORT)
     if transport == "tcp4" or cmode == "blocking":
         assert type(info.value) is TimeoutError and info.value.errno == errno.ETIMEDOUT
         assert SHORT * 0.9 <= t.s < SHORT + 2.0, f"{t.s:.2f} s"

@@ -14,9 +14,9 @@ the usage errors of a connect selection.  Never speed.
 from __future__ import annotations
 
 import pytest
+from test_run_cli import IMPLS, PURE, SMALL, expected_names, one_error_line, progress, run, where
 
 from bench.analysis.report import SCHEMA_VERSION, load_report
-from test_run_cli import IMPLS, PURE, SMALL, expected_names, one_error_line, progress, run, where
 
 CONNECT = ["--quick", "--scenario", "connect", "--impl", IMPLS, *SMALL]
 
@@ -36,7 +36,7 @@ def test_connect_run_exits_0_with_progress_in_conn_per_s(connect_run) -> None:
     assert transports >= {"tcp4", "unix-stream"} and transports <= {"tcp4", "tcp6", "unix-stream"}
     assert len(names) == len(transports) * (1 if PURE else 2)
     assert all(n.split("/")[2:4] == ["blocking", "0"] for n in names)
-    assert progress(proc.stdout) == {n: "ok" for n in names}
+    assert progress(proc.stdout) == dict.fromkeys(names, "ok")
     for n in names:
         line = next(ln for ln in proc.stdout.splitlines() if f"] {n}: " in ln)
         assert "conn/s" in line, line
@@ -44,7 +44,7 @@ def test_connect_run_exits_0_with_progress_in_conn_per_s(connect_run) -> None:
 
 
 def test_connect_report_metadata(connect_run) -> None:
-    proc, w, names = connect_run
+    _proc, w, names = connect_run
     report = load_report(w.cwd / "out.json")
     assert [c.name for c in report.cases] == names
     for case in report.cases:

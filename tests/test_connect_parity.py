@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import TIMEOUT
 
 import fastsock
 from fastsock._common import CONNECT_MODES
-from support import TIMEOUT
 
 CHILD = Path(__file__).with_name("strace_connect_child.py")
 TRACED = "%network,poll,ppoll,select,pselect6,epoll_wait,epoll_pwait,ioctl,fcntl,close,getppid"

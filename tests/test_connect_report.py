@@ -13,12 +13,12 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 
 from bench.analysis import compare as _compare  # noqa: E402
-from bench.present import formats as _compare_format
-from bench.present import html as _html
-from bench.present import figures as _plot
-from bench.present import summary as _summary
-from bench.analysis import units as _units
+from bench.analysis import units as _units  # noqa: E402
 from bench.analysis.report import CaseKey, load_report  # noqa: E402
+from bench.present import figures as _plot  # noqa: E402
+from bench.present import formats as _compare_format  # noqa: E402
+from bench.present import html as _html  # noqa: E402
+from bench.present import summary as _summary  # noqa: E402
 from tests import synth  # noqa: E402
 
 TRANSPORTS = ("tcp4", "tcp6", "unix-stream")
@@ -104,7 +104,7 @@ def test_summary_has_a_connect_table(report: Any) -> None:
 
 
 def test_compare_speaks_conn_per_s(report: Any, tmp_path: Path) -> None:
-    slower = {k: 1.25 for k in connect_keys()}
+    slower = dict.fromkeys(connect_keys(), 1.25)
     new = load_report(synth.write_realistic_report(tmp_path / "new.json", mixed_keys(),
                                                    processes=8, values=2, scale=slower))
     base = load_report(synth.write_realistic_report(tmp_path / "base.json", mixed_keys(),

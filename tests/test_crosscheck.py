@@ -150,7 +150,7 @@ def test_iperf3_udp_without_sum_received_derives_delivery() -> None:
     ("[1, 2]", "unexpected JSON"),
 ])
 def test_iperf3_bad_output_is_one_line(text: str, message: str) -> None:
-    with pytest.raises(X.CrosscheckError, match=message) as info:
+    with pytest.raises(XT.CrosscheckError, match=message) as info:
         XT.parse_iperf3(text, udp=False)
     assert "\n" not in str(info.value)
 
@@ -177,7 +177,7 @@ def test_sockperf_counts_dropped_messages_as_loss() -> None:
 
 
 def test_sockperf_without_figures_is_an_error() -> None:
-    with pytest.raises(X.CrosscheckError, match="no average: sockperf: ERROR: connect"):
+    with pytest.raises(XT.CrosscheckError, match="no average: sockperf: ERROR: connect"):
         XT.parse_sockperf("sockperf: ERROR: connect() failed\n")
 
 
@@ -185,13 +185,13 @@ def test_sockperf_without_figures_is_an_error() -> None:
 
 
 def _result() -> X.Result:
-    by = {w.name: w for w in X.WORKLOADS}
+    by = {w.name: w for w in XT.WORKLOADS}
     rows = [
-        X.Row(by["tcp-stream"], [X.Figure(2000.0), X.Figure(2100.0), X.Figure(1900.0)],
-              [X.Figure(1800.0), X.Figure(1850.0), X.Figure(1700.0)], command="iperf3 -c ..."),
-        X.Row(by["tcp-pingpong"], [X.Figure(20e-6, p50=19e-6, loss=0.0)],
-              [X.Figure(20.5e-6, p50=19.5e-6)], command="sockperf pp ..."),
-        X.Row(by["udp-stream"], [X.Figure(300.0, loss=0.5)], [], error="iperf3: boom"),
+        X.Row(by["tcp-stream"], [XT.Figure(2000.0), XT.Figure(2100.0), XT.Figure(1900.0)],
+              [XT.Figure(1800.0), XT.Figure(1850.0), XT.Figure(1700.0)], command="iperf3 -c ..."),
+        X.Row(by["tcp-pingpong"], [XT.Figure(20e-6, p50=19e-6, loss=0.0)],
+              [XT.Figure(20.5e-6, p50=19.5e-6)], command="sockperf pp ..."),
+        X.Row(by["udp-stream"], [XT.Figure(300.0, loss=0.5)], [], error="iperf3: boom"),
     ]
     return X.Result(rows, ["udp-pingpong: sockperf is not installed"], 2.0, 3, 4, (1, 0),
                     (0.5, 0.6, 0.7), (0.8, 0.9, 1.0))
@@ -214,10 +214,10 @@ def test_table_shows_medians_ratio_flag_and_units() -> None:
 
 
 def test_verdict_needs_every_pair_off_the_same_way() -> None:
-    w = X.WORKLOADS[0]
+    w = XT.WORKLOADS[0]
 
     def row(tool: list[float], suite: list[float]) -> X.Row:
-        return X.Row(w, [X.Figure(v) for v in tool], [X.Figure(v) for v in suite])
+        return X.Row(w, [XT.Figure(v) for v in tool], [XT.Figure(v) for v in suite])
 
     assert row([100, 100, 100], [103, 98, 104]).verdict() == "ok"
     assert row([100, 100, 100], [120, 110, 130]).verdict() == "disagree"
@@ -229,10 +229,10 @@ def test_verdict_needs_every_pair_off_the_same_way() -> None:
 
 
 def test_window_quantile_pools_the_runs() -> None:
-    w = X.WORKLOADS[0]
-    row = X.Row(w, [X.Figure(1.0, extra={"windows": [float(v) for v in range(0, 50)]}),
-                    X.Figure(1.0, extra={"windows": [float(v) for v in range(50, 101)]})],
-                [X.Figure(1.0, extra={"windows": [10.0, 20.0]})])
+    w = XT.WORKLOADS[0]
+    row = X.Row(w, [XT.Figure(1.0, extra={"windows": [float(v) for v in range(50)]}),
+                    XT.Figure(1.0, extra={"windows": [float(v) for v in range(50, 101)]})],
+                [XT.Figure(1.0, extra={"windows": [10.0, 20.0]})])
     assert row.window_q("tool") == pytest.approx(90.0)  # q90 of 0..100
     assert row.window_q("suite") == pytest.approx(19.0)
     assert X.Row(w).window_q("tool") is None
@@ -265,7 +265,7 @@ def test_json_has_the_figures_and_every_run() -> None:
 
 
 def test_commands_are_the_documented_ones() -> None:
-    by = {w.name: w for w in X.WORKLOADS}
+    by = {w.name: w for w in XT.WORKLOADS}
     server, client = XT.tool_command(by["tcp-stream"], 5201, 2, (1, 0))
     assert server == ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", "5201"]
     assert client[:2] == ["iperf3", "-c"] and "-N" in client and "-J" in client
@@ -281,15 +281,15 @@ def test_commands_are_the_documented_ones() -> None:
 
 
 def test_a_missing_tool_skips_its_workloads(tmp_path: Path) -> None:
-    res = X.crosscheck(X.WORKLOADS, seconds=1, repeat=1, processes=1, path=str(tmp_path))
+    res = X.crosscheck(XT.WORKLOADS, seconds=1, repeat=1, processes=1, path=str(tmp_path))
     assert res.rows == []
-    assert len(res.skipped) == len(X.WORKLOADS)
+    assert len(res.skipped) == len(XT.WORKLOADS)
     assert "tcp-stream: iperf3 is not installed" in res.skipped
 
 
 def _listener(port: int) -> list[str]:
-    code = ("import socket, time; s = socket.socket(); s.bind(('127.0.0.1', %d)); "
-            "s.listen(); time.sleep(60)" % port)
+    code = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); "
+            "s.listen(); time.sleep(60)")
     return [sys.executable, "-c", code]
 
 
@@ -311,7 +311,7 @@ def test_a_server_that_never_listens_is_an_error_and_stopped(
         return started[-1]
 
     monkeypatch.setattr(XT.subprocess, "Popen", spy)
-    with pytest.raises(X.CrosscheckError, match="did not listen within 0.3 s"):
+    with pytest.raises(XT.CrosscheckError, match=r"did not listen within 0\.3 s"):
         XT._Server([sys.executable, "-c", "import time; time.sleep(60)"], XT._free_port(),
                   udp=False, cpu=None)
     assert started and started[0].poll() is not None
@@ -355,7 +355,7 @@ def test_bad_arguments_exit_2(args: list[str]) -> None:
 
 
 def test_end_to_end_with_the_real_tools() -> None:
-    missing = X.missing_tools()
+    missing = XT.missing_tools()
     if missing:
         pytest.skip(f"{' and '.join(missing)} not installed (apt-get install iperf3 sockperf)")
     import fastsock

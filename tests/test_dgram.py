@@ -17,9 +17,9 @@ import time
 from array import array
 
 import pytest
+from support import TIMEOUT, Elapsed, one_line
 
 from fastsock import _common
-from support import TIMEOUT, Elapsed, one_line
 
 PERIOD = _common.PATTERN_PERIOD
 # How long a receiver waits for the next datagram before it stops (s): on

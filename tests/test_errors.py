@@ -18,9 +18,9 @@ import time
 from array import array
 
 import pytest
+from support import MODES, TIMEOUT, nothing_to_read, one_line, recv_exactly
 
 from fastsock import _common
-from support import MODES, TIMEOUT, nothing_to_read, one_line, recv_exactly
 
 GOOD = {
     "stream_send": dict(count=1, size=64),

@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import bench
-from bench.run import matrix as M
 from bench.analysis import report as _report
 from bench.analysis.report import CaseKey, Report, ReportError, load_report, write_atomic
 from bench.cli.run import Plan, UsageError, build_parser, make_plan, pyperf_args
+from bench.run import matrix as M
 from tests import synth
 
 REPO = Path(bench.__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def test_cli_one_selection_flag(flag: str, text: str) -> None:
 
 
 @SETTINGS
-@given(values=st.fixed_dictionaries({}, optional={f: _selection_text for f in _SELECTION}))
+@given(values=st.fixed_dictionaries({}, optional=dict.fromkeys(_SELECTION, _selection_text)))
 def test_cli_every_selection_flag(values: dict[str, str]) -> None:
     _plan_or_usage_error([f"--{f}={v}" for f, v in values.items()])
 
@@ -274,7 +274,7 @@ def test_a_failed_write_keeps_the_previous_report(tmp_path: Path, where: str,
             def __init__(self, fd: int, mode: str) -> None:
                 self.f = real_fdopen(fd, mode)
 
-            def __enter__(self) -> "HalfFull":
+            def __enter__(self) -> HalfFull:
                 return self
 
             def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from bench.present import html as _html  # noqa: E402
-from bench.analysis.report import CaseKey, load_report  # noqa: E402
-from tests import synth  # noqa: E402
-from tests.test_plot import run_cli, small_keys  # noqa: E402
+from bench.analysis.report import CaseKey, load_report
+from bench.present import html as _html
+from tests import synth
+from tests.test_plot import run_cli, small_keys
 
 CHROMIUM_TIMEOUT = 120  # seconds; a loaded 2-core machine takes ~5
 
@@ -95,7 +94,7 @@ def no_raster(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_realistic_page(real_html: tuple[Any, str]) -> None:
-    report, markup = real_html
+    _report, markup = real_html
     page = parse(markup)
     assert_self_contained(markup, page)
     text = " ".join(page.text)
@@ -203,7 +202,8 @@ def test_cli_report_errors(tmp_path: Path) -> None:
         (("report", str(tmp_path / "none.json"), "-o", str(tmp_path / "x.html")), "no such file"),
         (("report", report, "-o", str(tmp_path / "no" / "x.html")), "no such directory"),
         (("report", report, "-o", str(tmp_path)), "is a directory"),
-        (("report", report, "-o", str(tmp_path / "x.html"), "--compare", other), "no case in common"),
+        (("report", report, "-o", str(tmp_path / "x.html"), "--compare", other),
+         "no case in common"),
     ]
     for args, message in cases:
         proc = run_cli(*args)

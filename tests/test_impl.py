@@ -33,6 +33,6 @@ def test_top_level_names_are_the_loaded_twins():
 
 def test_implementations_name_themselves():
     for name, module in fastsock.implementations().items():
-        assert module.IMPLEMENTATION == name
+        assert name == module.IMPLEMENTATION
         for fn in fastsock.LOOP_NAMES:
             assert callable(getattr(module, fn)), f"{name} lacks {fn}"

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pyperf
 import pytest
-
-from bench.run import lockstep as _interleave
-from bench.analysis.report import load_report
 from test_run_cli import ONE_IMPL, Where, one_error_line, run, where
+
+from bench.analysis.report import load_report
+from bench.run import lockstep as _interleave
 
 SELECTION = ["--scenario", "pingpong", "--transport", "unix-stream", "--mode", "blocking",
              "--size", "64", "--impl", ONE_IMPL]
@@ -45,7 +45,8 @@ def test_base_output_default() -> None:
 
 
 @pytest.fixture(scope="module")
-def aa_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Where, subprocess.CompletedProcess[str]]:
+def aa_run(tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[Where, subprocess.CompletedProcess[str]]:
     w = where(tmp_path_factory.mktemp("aa"))
     proc = run(w, [*SELECTION, *SMALL, "--base-python", sys.executable, "-o", "new.json"])
     return w, proc

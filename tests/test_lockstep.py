@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.run import lockstep as _interleave
 from bench.analysis import stats as _stats
 from bench.analysis.compare import compare_reports
 from bench.analysis.report import Report, _case_from_benchmark, fingerprint
 from bench.analysis.stats import Verdict
+from bench.run import lockstep as _interleave
 from bench.run.worker import Baton, CaseFailed
 from tests import synth
 
@@ -225,7 +225,7 @@ def test_lockstep_a_a_is_not_flagged_and_its_p_values_are_honest() -> None:
 def test_lockstep_ten_percent_on_a_third_is_caught_where_unpaired_cannot() -> None:
     # slot levels scatter by 30%: far too much for 8 processes a side
     # compared as two groups, nothing for the slots' own ratios
-    base, new = _reports(seed=5, scale={k: 1.10 for k in SCALED})
+    base, new = _reports(seed=5, scale=dict.fromkeys(SCALED, 1.1))
     cmp = compare_reports(base, new)
     assert _flagged(cmp) == {"slower": set(SCALED), "faster": set()}
     assert cmp.exit_code == 1
@@ -238,7 +238,7 @@ def test_lockstep_ten_percent_on_a_third_is_caught_where_unpaired_cannot() -> No
 
 
 def test_slots_that_do_not_pair_one_to_one_fall_back_to_two_groups() -> None:
-    base, new = _reports(seed=7, scale={k: 1.10 for k in SCALED})
+    base, new = _reports(seed=7, scale=dict.fromkeys(SCALED, 1.1))
     first, second, third = base.cases[0], base.cases[1], base.cases[2]
     # a value lost on one side of one slot: no pairs for that case
     vals = first.process_values

@@ -26,14 +26,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from serve_support import IMPL, TINY, ServerProcess, run_bench, throughput
 
 from bench.analysis.report import Case, load_report
-from serve_support import IMPL, TINY, ServerProcess, run_bench, throughput
 
 # The shaped rate, in bit/s and in bytes/s.
 RATE_MBIT = 100

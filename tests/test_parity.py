@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import MODES, TIMEOUT
 
 import fastsock
-from support import MODES, TIMEOUT
 
 CHILD = Path(__file__).with_name("strace_child.py")
 TRACED = ("%network,poll,ppoll,select,pselect6,epoll_wait,epoll_pwait,"
@@ -306,7 +306,8 @@ def test_same_outcome_against_a_closed_udp_port(twins, net, mode):
         pair = net.pair("udp4")
         pair.b.close()
         outcomes[impl] = _outcome(
-            lambda: module.dgram_pingpong(pair.a, 3, 32, mode, timeout=0.2))
+            lambda module=module, pair=pair: module.dgram_pingpong(pair.a, 3, 32, mode,
+                                                                   timeout=0.2))
     assert outcomes["cython"] == outcomes["python"]
 
 

@@ -20,8 +20,8 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
 
-from bench.present import figures as _plot  # noqa: E402
 from bench.analysis.report import CaseKey, load_report  # noqa: E402
+from bench.present import figures as _plot  # noqa: E402
 from tests import synth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,8 +214,9 @@ def test_only_python_impl_has_no_speedup(tmp_path: Path) -> None:
 def test_peer_noted_when_not_compiled(tmp_path: Path) -> None:
     suite = synth.make_suite(small_keys(), processes=2)
     path = tmp_path / "peer.json"
-    from bench.analysis.report import dump_suite
     import pyperf
+
+    from bench.analysis.report import dump_suite
 
     benches = []
     for bench in suite.get_benchmarks():

@@ -45,8 +45,8 @@ import pytest
 
 import bench
 import fastsock
-from bench.cli import run as R
 from bench.analysis.report import PERCENTILES, SCHEMA_VERSION, load_report
+from bench.cli import run as R
 
 # The tree whose `bench` (and fastsock) these tests imported: the subprocess
 # must run the same code.
@@ -99,7 +99,8 @@ def cmd(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "bench", "run", *argv]
 
 
-def run(w: Where, argv: list[str], timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run(w: Where, argv: list[str],
+        timeout: float = RUN_TIMEOUT) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(cmd(argv), cwd=w.cwd, env=w.env, capture_output=True,
                               text=True, encoding="utf-8", timeout=timeout)
@@ -115,7 +116,7 @@ def pyperf(*argv: str) -> subprocess.CompletedProcess[str]:
 def start(w: Where, argv: list[str]) -> subprocess.Popen[str]:
     """A run in the background: stdout a pipe (read with Lines), stderr a
     file (read with stderr_of), so that neither can fill up and block it."""
-    err = open(w.cwd.parent / "stderr.txt", "w", encoding="utf-8")
+    err = open(w.cwd.parent / "stderr.txt", "w", encoding="utf-8")  # noqa: SIM115 (with below)
     with err:
         return subprocess.Popen(cmd(argv), cwd=w.cwd, env=w.env, stdout=subprocess.PIPE,
                                 stderr=err, text=True, encoding="utf-8")
@@ -158,7 +159,7 @@ class Lines:
     def rest(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while True:
-            when, line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
+            _when, line = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
             if line is None:
                 return "".join(self.seen)
             self.seen.append(line)
@@ -313,7 +314,7 @@ def test_run_exits_0_with_progress(smoke: Smoke) -> None:
     assert n == (18 if not PURE else 8)  # quick: + unix-dgram stream batch 32, compiled
     assert sum(name.endswith("/batch32") for name in smoke.names) == (0 if PURE else 2)
     assert p.stdout.startswith(f"fastsock-bench: {n} cases, preset quick, report out.json")
-    assert progress(p.stdout) == {name: "ok" for name in smoke.names}
+    assert progress(p.stdout) == dict.fromkeys(smoke.names, "ok")
     for k in range(1, n + 1):
         assert f"[{k}/{n}] " in p.stdout
     assert "ETA" in p.stdout and "elapsed" in p.stdout

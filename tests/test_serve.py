@@ -19,17 +19,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from serve_support import HOME, IMPL, TINY, ServerProcess, env, run_bench
 
 import fastsock
-from bench.remote import protocol as P
-from bench.remote import client as _remote
-from bench.run.peer import Peer
 from bench.analysis.report import CaseKey, load_report
-from serve_support import HOME, IMPL, TINY, ServerProcess, env, run_bench
+from bench.remote import client as _remote
+from bench.remote import protocol as P
+from bench.run.peer import Peer
 
 TOKEN = "test-token-\u00e9"  # non-ASCII on purpose: UTF-8 on both ends
 # The server's read timeout in these tests (s): short, so slow clients are quick.
@@ -224,7 +225,7 @@ def serves_a_good_client(srv: ServerProcess) -> None:
 
 
 def test_greeting_and_hello(server: ServerProcess) -> None:
-    sock, reader, greeting = raw_connect(server)
+    sock, _reader, greeting = raw_connect(server)
     sock.close()
     assert greeting["ok"] is True and greeting["fastsock"] == P.PROTOCOL
     assert greeting["auth"] is True and len(greeting["nonce"]) == 2 * P.NONCE_BYTES
@@ -441,13 +442,13 @@ def test_run_remote_unreachable_or_unauthorised(server: ServerProcess) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    for remote, env, words in (
+    for remote, extra, words in (
         (f"127.0.0.1:{dead}", {}, "cannot reach a fastsock server"),
         ("127.0.0.1:notaport", {}, "bad port"),
         (server.address, {}, "needs a token"),
         (server.address, {"FASTSOCK_TOKEN": "wrong"}, "unauthorised: wrong token"),
     ):
-        res = run_bench(["run", "--remote", remote, "--quick", "--list"], extra_env=env)
+        res = run_bench(["run", "--remote", remote, "--quick", "--list"], extra_env=extra)
         assert res.returncode == 2, (remote, res.stdout + res.stderr)
         err = res.stderr.strip()
         assert "\n" not in err and words in err and "Traceback" not in err, err

@@ -21,7 +21,6 @@ import threading
 import time
 
 import pytest
-
 from support import TIMEOUT, TINY_BUFFER
 
 # The storm's first signal and interval (s): soon and often enough to land
@@ -37,7 +36,7 @@ SIGINT_AFTER = 0.1
 class Storm:
     """SIGALRM every STORM_INTERVAL seconds, counted by a no-op handler."""
 
-    def __enter__(self) -> "Storm":
+    def __enter__(self) -> Storm:
         self.count = 0
 
         def handler(signum, frame):
@@ -164,10 +163,7 @@ def _interrupt(call) -> tuple[str, float]:
 @pytest.mark.parametrize("what", ["stream_recv", "stream_send", "stream_pingpong",
                                   "dgram_recv", "dgram_pingpong"])
 def test_sigint_raises_keyboard_interrupt_promptly(loops, net, mode, what):
-    if what.startswith("stream"):
-        pair = net.pair("tcp4", bufsize=TINY_BUFFER)
-    else:
-        pair = net.pair("udp4")
+    pair = net.pair("tcp4", bufsize=TINY_BUFFER) if what.startswith("stream") else net.pair("udp4")
     calls = {
         # the peer sends nothing
         "stream_recv": lambda: loops.stream_recv(pair.a, 100, 64, mode, timeout=TIMEOUT),

@@ -17,7 +17,6 @@ import time
 from array import array
 
 import pytest
-
 from support import (
     STREAM_TRANSPORTS,
     TIMEOUT,

@@ -22,7 +22,7 @@ REPO = Path(bench.__file__).resolve().parent.parent
 # what 64 KiB over loopback takes, even on a loaded machine.
 DELAY = 0.5
 
-CODE = textwrap.dedent("""
+CODE = textwrap.dedent(f"""
     import sys, time
     import fastsock
     from bench.run import peer as _peer
@@ -34,14 +34,14 @@ CODE = textwrap.dedent("""
 
     def late(self, timeout, expect=b"D"):
         if expect == b"D":
-            time.sleep(%r)  # the measured side wakes up late
+            time.sleep({DELAY!r})  # the measured side wakes up late
         return real(self, timeout, expect)
 
     _peer.Peer.answer = late
     case = _worker.Case(CaseKey("stream", "tcp4", "blocking", 4096, fastsock.IMPLEMENTATION))
     print(case.time_func(16))
     case.close()
-""" % DELAY)
+""")
 
 
 def _elapsed(mode: str) -> float:

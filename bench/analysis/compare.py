@@ -28,8 +28,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from bench.analysis import stats as _stats
 from bench.analysis.report import COMPILED, FINGERPRINT_KEYS, PYTHON, Case, CaseKey, Report

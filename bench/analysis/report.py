@@ -77,8 +77,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pyperf
 
@@ -142,7 +143,7 @@ class CaseKey:
         base = f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/{self.impl}"
         return base if self.batch == 1 else f"{base}/batch{self.batch}"
 
-    def other_impl(self, impl: str) -> "CaseKey":
+    def other_impl(self, impl: str) -> CaseKey:
         return CaseKey(self.scenario, self.transport, self.mode, self.size, impl, self.batch)
 
 
@@ -212,7 +213,8 @@ def _case_from_benchmark(path: str, bench: pyperf.Benchmark) -> Case | None:
         size = int(meta["size"])
         batch = int(meta.get("batch", FIELD_DEFAULTS["batch"]))
     except (TypeError, ValueError):
-        raise ReportError(f"{path}: benchmark {bench.get_name()!r} has a non-integer size") from None
+        raise ReportError(
+            f"{path}: benchmark {bench.get_name()!r} has a non-integer size") from None
     key = CaseKey(
         str(meta["scenario"]), str(meta["transport"]), str(meta["mode"]), size,
         str(meta["impl"]), batch,
@@ -282,7 +284,8 @@ def load_report(path: str | os.PathLike[str]) -> Report:
     schema = max(int(c.metadata.get("fastsock_schema", 0)) for c in cases)
     if schema > SCHEMA_VERSION:
         raise ReportError(
-            f"{path}: report schema {schema} is newer than this fastsock ({SCHEMA_VERSION}); upgrade"
+            f"{path}: report schema {schema} is newer than this fastsock ({SCHEMA_VERSION});"
+            " upgrade"
         )
     return Report(path, suite, cases, fingerprint(cases))
 

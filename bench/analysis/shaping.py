@@ -13,7 +13,8 @@ unit of analysis of :mod:`bench.analysis.stats`); a speedup is
 from __future__ import annotations
 
 import statistics
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from bench.analysis import compare as _compare
 from bench.analysis.compare import SpeedupResult

@@ -55,8 +55,9 @@ import enum
 import functools
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -144,7 +145,7 @@ def _mwu_pvalues(bases: Sequence[np.ndarray], news: Sequence[np.ndarray]) -> lis
     from scipy.stats import mannwhitneyu
 
     out = [1.0] * len(bases)
-    groups: dict[tuple[int, int, str], list[int]] = {}
+    groups: dict[tuple[int, int, Literal["asymptotic", "exact"]], list[int]] = {}
     for i, (b, x) in enumerate(zip(bases, news)):
         pooled = np.concatenate([b, x])
         if np.all(pooled == pooled[0]):
@@ -152,7 +153,8 @@ def _mwu_pvalues(bases: Sequence[np.ndarray], news: Sequence[np.ndarray]) -> lis
         ties = len(np.unique(pooled)) < len(pooled)
         # scipy's 'auto' goes asymptotic above 8 a side, where its p is
         # several times too large for complete separation; exact is cheap.
-        method = "asymptotic" if ties or b.size * x.size > EXACT_PAIRS_MAX else "exact"
+        method: Literal["asymptotic", "exact"] = (
+            "asymptotic" if ties or b.size * x.size > EXACT_PAIRS_MAX else "exact")
         groups.setdefault((b.size, x.size, method), []).append(i)
     for (_, _, method), idx in groups.items():
         res = mannwhitneyu(

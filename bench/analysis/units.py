@@ -1,10 +1,11 @@
 """Human units for what pyperf stores in seconds.
 
 Design note: pyperf's value is seconds per message (stream), per round
-trip (pingpong) or per connection (connect), lower is better.  Everything shown to a person is derived
-here, in one place, so the run summary, compare, plots and the HTML report
-print the same figure the same way.  MB = 10**6 bytes (as iperf3 -f M is
-not: it uses 2**20; we say MB and mean 10**6).
+trip (pingpong) or per connection (connect), lower is better.  Everything
+shown to a person is derived here, in one place, so the run summary,
+compare, plots and the HTML report print the same figure the same way.
+MB = 10**6 bytes (as iperf3 -f M is not: it uses 2**20; we say MB and mean
+10**6).
 """
 
 from __future__ import annotations

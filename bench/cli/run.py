@@ -25,8 +25,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import fastsock
 from bench.analysis.report import load_report

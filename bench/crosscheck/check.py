@@ -55,8 +55,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from bench.analysis.units import MB, fmt_loss, usec
 from bench.crosscheck.tools import (
@@ -91,10 +92,12 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
             done = subprocess.run(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise CrosscheckError(f"suite case {w.case} did not finish within {timeout:g} s") from None
+            raise CrosscheckError(
+                f"suite case {w.case} did not finish within {timeout:g} s") from None
         if done.returncode != 0 or not os.path.exists(out):
             err = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise CrosscheckError(f"suite case {w.case} failed: {err[-1] if err else done.returncode}")
+            why = err[-1] if err else done.returncode
+            raise CrosscheckError(f"suite case {w.case} failed: {why}")
         try:
             case = load_report(out).cases[0]
         except (ReportError, IndexError) as exc:
@@ -320,7 +323,8 @@ def render_json(res: Result) -> str:
             "error": row.error,
         })
     doc = {
-        "threshold": AGREE, "window_quantile": WINDOW_Q, "seconds": res.seconds, "repeat": res.repeat,
+        "threshold": AGREE, "window_quantile": WINDOW_Q, "seconds": res.seconds,
+        "repeat": res.repeat,
         "processes": res.processes, "client_cpu": res.cpus[0], "server_cpu": res.cpus[1],
         "load_before": list(res.load_before), "load_after": list(res.load_after),
         "rows": rows, "skipped": res.skipped,

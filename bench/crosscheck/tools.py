@@ -224,7 +224,7 @@ class _Server:
     """A tool's server on loopback; stopped by pid on exit from the block."""
 
     def __init__(self, argv: list[str], port: int, udp: bool, cpu: int | None) -> None:
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, preexec_fn=_pin(cpu))
         self.argv = argv
@@ -254,7 +254,7 @@ class _Server:
                 self.proc.wait()
         self.log.close()
 
-    def __enter__(self) -> "_Server":
+    def __enter__(self) -> _Server:
         return self
 
     def __exit__(self, *exc: object) -> None:

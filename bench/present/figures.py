@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from matplotlib.colors import LogNorm
@@ -460,7 +461,7 @@ def connect_figure(report: Report) -> Figure | None:
                  layout="constrained")
     ax = fig.subplots()
     top = 0.0
-    for g, (transport, tcases) in enumerate(groups.items()):
+    for g, (_transport, tcases) in enumerate(groups.items()):
         by = {(c.key.mode, c.key.impl): c for c in tcases}
         for j, (mode, impl) in enumerate(slots):
             case = by.get((mode, impl))
@@ -677,7 +678,8 @@ VERDICT_COLOURS = {
 def case_label(key: CaseKey) -> str:
     """A case as a person reads it: 'stream tcp4 blocking 4 KiB cython'."""
     batch = f" batch {key.batch}" if key.batch != 1 else ""
-    return f"{key.scenario} {key.transport} {key.mode} {_units.fmt_size(key.size)} {key.impl}{batch}"
+    size = _units.fmt_size(key.size)
+    return f"{key.scenario} {key.transport} {key.mode} {size} {key.impl}{batch}"
 
 
 def compare_figure(report: Report, base: Report, comparison: Comparison | None = None,

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Mapping, Sequence, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
 
 from bench.analysis import units as _units
 from bench.analysis.compare import CaseResult, Comparison, Difference, Metric, Speedup

@@ -25,8 +25,9 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from bench.analysis import compare as _compare
 from bench.analysis import shaping as _shaping
@@ -296,8 +297,8 @@ def _summary_table(report: Report, scenario: str) -> str:
     ncols = 2 + len(impls) * len(per_impl) + (1 if show_speedup else 0)
     rows_by_transport: dict[str, list[str]] = {}
     seen = sorted({(c.key.transport, c.key.mode, c.key.size, c.key.batch) for c in cases},
-                  key=lambda t: (_rank(t[0], _shaping.TRANSPORT_ORDER), _rank(t[1], _shaping.MODE_ORDER),
-                                 t[2], t[3]))
+                  key=lambda t: (_rank(t[0], _shaping.TRANSPORT_ORDER),
+                                 _rank(t[1], _shaping.MODE_ORDER), t[2], t[3]))
     for transport, mode, size, batch in seen:
         cells = [f"<td>{e(mode)}</td>",
                  f"<td class=\"num\">{e(_units.fmt_size(size) if scenario != 'connect' else '—')}"
@@ -317,7 +318,8 @@ def _summary_table(report: Report, scenario: str) -> str:
             cells.append(f"<td class=\"num\">{e(_units.fmt_ratio(sp)) if sp else '—'}</td>")
         rows_by_transport.setdefault(transport, []).append("<tr>" + "".join(cells) + "</tr>")
     body = "".join(
-        f"<tbody><tr class=\"group\"><th colspan=\"{ncols}\">{e(t)}</th></tr>{''.join(rows)}</tbody>"
+        f"<tbody><tr class=\"group\"><th colspan=\"{ncols}\">{e(t)}</th></tr>"
+        f"{''.join(rows)}</tbody>"
         for t, rows in rows_by_transport.items())
     note = ""
     if scenario == "stream" and datagram:

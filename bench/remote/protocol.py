@@ -204,7 +204,8 @@ def check_request(req: dict[str, Any], max_size: int) -> dict[str, Any]:
                             f"(this server speaks {PROTOCOL})")
     op = req.get("op")
     if op not in OPS:
-        raise ProtocolError(f"unknown op {_short(repr(op), 20)} (expected one of: {', '.join(OPS)})")
+        raise ProtocolError(
+            f"unknown op {_short(repr(op), 20)} (expected one of: {', '.join(OPS)})")
     allowed = {"fastsock", "op", "auth"}
     if op == "case":
         allowed |= {"scenario", "transport", "mode", "size", "udp_port"}
@@ -216,7 +217,8 @@ def check_request(req: dict[str, Any], max_size: int) -> dict[str, Any]:
     for name, choices in (("scenario", SCENARIOS), ("transport", TRANSPORTS), ("mode", MODES)):
         value = req.get(name)
         if value not in choices:
-            raise ProtocolError(f"{name} {_short(repr(value), 20)} is not one of: {', '.join(choices)}")
+            raise ProtocolError(
+                f"{name} {_short(repr(value), 20)} is not one of: {', '.join(choices)}")
     dgram = req["transport"].startswith("udp")
     limit = max_size
     if dgram:

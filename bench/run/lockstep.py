@@ -55,8 +55,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pyperf
 from pyperf._manager import Manager
@@ -367,7 +368,7 @@ def measure(runner: pyperf.Runner, base: Base, new_program: tuple[str, ...],
             if not args.loops:  # the first worker calibrated: everyone uses its loops
                 args.loops = last.get_loops()
             if args.warmups is None:  # likewise for calibrated warmups (--rigorous)
-                args.warmups = len(last.warmups)
+                args.warmups = len(last.warmups or ())
             _add_runs(sides, side, bench)
     finally:
         (args.python, runner._program_args, args.processes, args.loops,

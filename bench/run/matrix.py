@@ -60,8 +60,8 @@ preset's batches for every datagram stream size selected.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 # The vocabulary is the report schema's; re-exported: the matrix is where
 # the run stage looks for it.
@@ -161,13 +161,13 @@ def uvloop_installed() -> bool:
 def select_impls(text: str | None, preset: str, uvloop: bool) -> tuple[str, ...]:
     """The ``--impl`` value (None: the preset's default) as impl names.
 
-    ``uvloop``: whether uvloop is installed here (:func:`uvloop_installed`).  The default is the twins
-    and the asyncio pair, plus the uvloop pair in ``full`` when installed;
+    ``uvloop``: whether uvloop is installed here (:func:`uvloop_installed`).
+    The default is the twins and the asyncio pair, plus the uvloop pair in ``full`` when installed;
     ``all`` is every impl available; a uvloop impl named without uvloop is
     an error with the install hint.
     """
     if not text:
-        chosen = IMPLS + ASYNC_IMPLS
+        chosen: tuple[str, ...] = IMPLS + ASYNC_IMPLS
         if preset != "full" or not uvloop:
             chosen = tuple(i for i in chosen if i not in UVLOOP_IMPLS)
         return chosen
@@ -254,7 +254,7 @@ def parse_size(text: str) -> int:
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
-    parts = [p for p in text.split(",")]
+    parts = list(text.split(","))
     if any(not p.strip() for p in parts):
         raise MatrixError(f"empty item in --size {text!r}")
     return tuple(dict.fromkeys(parse_size(p) for p in parts))
@@ -326,10 +326,11 @@ def cases(
                                 out.append(CaseKey(scenario, transport, mode, size, impl,
                                                    batch))
     if not out:
-        asked = [i for i in sel.impls if i in ASYNC_IMPLS]
-        if asked and len(asked) == len(sel.impls):
+        loops = [i for i in sel.impls if i in ASYNC_IMPLS]
+        if loops and len(loops) == len(sel.impls):
             raise MatrixError(
-                f"the selection names no case: {', '.join(asked)} run{'s' if len(asked) == 1 else ''} only "
+                f"the selection names no case: {', '.join(loops)} "
+                f"run{'s' if len(loops) == 1 else ''} only "
                 f"{' and '.join(ASYNC_SCENARIOS)} over {', '.join(ASYNC_TRANSPORTS)} "
                 f"in {' or '.join(ASYNC_MODES)} mode")
         raise MatrixError("the selection names no case")

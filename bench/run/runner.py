@@ -32,19 +32,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pyperf
 
 import fastsock
-
 from bench.analysis.report import SCHEMA_VERSION, CaseKey, dump_suite
 from bench.analysis.units import fmt_value
 from bench.run import lockstep as _interleave
@@ -205,7 +202,8 @@ def execute(args: argparse.Namespace, plan: Plan, outputs: dict[str, str], pargs
             t_case = time.monotonic()
             metadata = case_metadata(key)
 
-            def call() -> pyperf.Benchmark:
+            def call(k: int = k, key: CaseKey = key,
+                     metadata: dict[str, Any] = metadata) -> pyperf.Benchmark:
                 # the worker enumerates the same cases: task k-1 is this one
                 runner._worker_task = k - 1
                 runner._bench_names.discard(key.name)  # several workers of one case

@@ -177,7 +177,7 @@ class Listener:
             family, host = ((socket.AF_INET, "127.0.0.1") if transport == "tcp4"
                             else (socket.AF_INET6, "::1"))
             self.sock = socket.socket(family, socket.SOCK_STREAM)
-            where: object = (host, 0)
+            where: str | tuple[str, int] = (host, 0)
         elif transport == "unix-stream":
             self._dir = tempfile.mkdtemp(prefix="fastsock-")
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
