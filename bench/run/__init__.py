@@ -1,8 +1,11 @@
 """The run stage: cases measured into a pyperf report.
 
 ``matrix`` (which cases), ``transports`` (connected socket pairs),
-``peer`` (the other end, in its own process), ``worker`` (one case's set-up
-and timed function inside a pyperf worker), ``lockstep`` (a base and a
-candidate timed value by value), ``fingerprint`` (the environment) and
-``runner`` (pyperf over the matrix, saving after every case).
+``peer`` (the other end, in its own process), ``ends`` (a case's measured
+socket and peer, set up), ``scenarios`` (the timed units, one per
+scenario), ``eventloop`` (the event-loop impls' connection and peer
+watch), ``worker`` (one case's lifecycle inside a pyperf worker),
+``lockstep`` (a base and a candidate timed value by value),
+``fingerprint`` (the environment) and ``runner`` (pyperf over the
+matrix, saving after every case).
 """

@@ -1,88 +1,60 @@
-"""What runs inside a pyperf worker: one case's set-up and timed function.
+"""What runs inside a pyperf worker: one case's lifecycle around its timed unit.
 
 Design note
 -----------
 pyperf calls ``time_func(loops)`` several times per worker process (warmups,
-then values) and divides what it returns by ``loops``.  Set-up (sockets,
-the forked peer) happens on the first call, before the clock starts, and
-lives until the process exits; the timed region is only the loop plus, for
-throughput, the peer's confirmation that it received everything:
+then values) and divides what it returns by ``loops``.  :class:`Case` keeps
+the lifecycle and hands the timing to its scenario's unit:
 
-* stream over TCP/Unix: order the peer to receive ``loops * size`` bytes,
-  start the clock, ``stream_send``, wait for the peer's count, stop (at
-  the local peer's stamp of its last byte: the confirmation's wake-up of
-  this process is not delivery);
-* stream over datagrams: the same, then end with empty datagrams (resent
-  until the peer answers, since UDP may drop one) and return
-  ``elapsed * loops / delivered``, so pyperf's value is seconds per
-  *delivered* datagram, never the send rate; the case's ``batch`` goes to
-  ``dgram_send`` (sendmmsg above 1), and the peer's own batch is recorded
-  as ``peer_batch``;
-* pingpong: ``*_pingpong`` with per-round-trip samples (both twins pay for
-  sampling alike);
-* connect: no peer and no pair: a listener (:class:`bench.run.transports.Listener`)
-  made at set-up, and ``connect_accept(listener, loops)`` timed, which
-  plays both ends of every connection, so pyperf's value is seconds per
-  connection and ``cpu_per_msg`` CPU time per connection (both ends').
-
-The event-loop impls (``asyncio-*``, ``uvloop-*``) run the same timed
-region through a :class:`fastsock._asyncloops.AsyncConn`, which has the
-twins' ``stream_send`` / ``stream_pingpong``: its event loop (and, for
-``*-streams``, the reader and writer) is made in set-up, outside the timed
-region, so a timed call runs one coroutine.  The loop's description goes
-into the case's metadata (``event_loop``).  asyncio and uvloop are imported
-only by such cases: a twin's worker starts as light as before.
+* set-up on the first call, before the clock starts, living until the
+  process exits: the two ends (:mod:`bench.run.ends`: a local pair and a
+  forked peer, a remote peer through the injected ``opener``, or a
+  listener for connect), an event loop's connection around them for the
+  event-loop impls (:mod:`bench.run.eventloop`), and the unit picked by
+  the case key (:mod:`bench.run.scenarios`, where the timed regions and
+  their bounds are described);
+* every call: the lockstep baton (:class:`Baton`), then the unit's
+  ``time_loops`` under the SIGCHLD peer watch;
+* ``fail()`` and ``close()``: one line naming the case, the peer ended,
+  nothing left behind.
 
 What a run measures beside time (CPU time per message, loss, RTT
 percentiles) is collected by :class:`StatsHook`, a pyperf hook whose
 ``teardown(metadata)`` adds run metadata; only the values phase counts
-(pyperf makes a new hook per phase and the last teardown wins).
+(pyperf makes a new hook per phase and the last teardown wins).  Each
+timed call gets the active hook (an :class:`bench.run.scenarios.Extras`)
+to add to.
 
 Every wait is bounded: the loops' own timeouts (``CASE_TIMEOUT``) and the
 peer's answer; a failure ends the worker with one line naming the case.
 A peer that dies or is stopped is noticed at once, not after a timeout:
 during a timed call a SIGCHLD handler looks at the peer (``waitpid`` with
 ``WUNTRACED``) and raises :class:`PeerError`, which the loops let through
-(they run signal handlers on EINTR).  An event loop would swallow an
-exception raised inside one of its callbacks (and uvloop refuses a SIGCHLD
-handler of its own), so for the event-loop impls, while the loop runs, the
-handler looks (``waitpid`` is safe anywhere), keeps the error in
-``peer_error`` and hands it to the loop (``call_soon_threadsafe``, which
-wakes it), which ends the running call with ``AsyncConn.abort``.  A call
-that ends first leaves the error kept: the stream's wait for the peer and
-the next timed call raise it.  This matters for datagram ping-pong,
-where a silent peer only costs ``LOSS_TIMEOUT`` per round and ``loops``
-rounds would add up to minutes.
+(they run signal handlers on EINTR); on an event loop the handler hands
+the error over instead (:func:`bench.run.eventloop.hand_over`).  This
+matters for datagram ping-pong, where a silent peer only costs
+``LOSS_TIMEOUT`` per round and ``loops`` rounds would add up to minutes.
 """
 
 from __future__ import annotations
 
-import array
 import atexit
+import contextlib
 import os
 import signal
 import socket
 import sys
-import time
-from typing import Any, Callable
+from functools import partial
+from types import FrameType
+from typing import Any
 
 import fastsock
-
-from bench.run.matrix import ASYNC_IMPLS
-from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus
 from bench.analysis.report import CaseKey
-from bench.run.transports import Listener, make_pair
-
-# Opens a case's measured socket with its peer elsewhere (``run --remote``).
-Opener = Callable[[CaseKey], "tuple[socket.socket, PeerLike]"]
-
-# Bound on any single wait of the measured side (seconds): a dead or
-# stalled peer becomes an error within this.
-CASE_TIMEOUT = 5.0
-# Bound on a datagram pingpong round before it counts as lost (seconds).
-LOSS_TIMEOUT = 0.2
-# Interval between two end-of-stream datagrams (seconds).
-END_RESEND = 0.0005
+from bench.run.ends import CaseFailed, Ends, Opener, fork_peer, listen, open_ends, open_local
+from bench.run.eventloop import Handler, hand_over, wrap
+from bench.run.matrix import ASYNC_IMPLS
+from bench.run.peer import PeerError
+from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
 
 # A lockstep worker's baton (``run --base-python``, bench.run.lockstep):
 # "FD:SLOT" in its environment, FD a socket to the main process.
@@ -94,28 +66,22 @@ LOCKSTEP_PROTOCOL = 1
 # side's one value, or the main process gone.
 BATON_TIMEOUT = 120.0
 
-_ACTIVE: "StatsHook | None" = None
+_ACTIVE: StatsHook | None = None
 # The running case's set-up facts (peer_impl, socket options), added to
 # every run's metadata by StatsHook; equal in all runs, pyperf shows them
 # as the benchmark's metadata.
 _CASE_META: dict[str, Any] = {}
 
 
-class StatsHook:
+class StatsHook(Extras):
     """pyperf hook: accumulates the extra measurements of one phase."""
 
     name = "fastsock"
 
     def __init__(self) -> None:
         global _ACTIVE
+        super().__init__()
         _ACTIVE = self
-        self.msgs = 0
-        self.cpu = 0.0
-        self.sent = 0
-        self.delivered = 0
-        self.rounds = 0
-        self.lost = 0
-        self.samples: list[array.array[int]] = []
 
     def __enter__(self) -> None:
         pass
@@ -159,10 +125,6 @@ class HookEntry:
 
     def load(self) -> type:
         return StatsHook
-
-
-class CaseFailed(RuntimeError):
-    pass
 
 
 class Baton:
@@ -218,7 +180,8 @@ def baton() -> Baton | None:
 
 
 class Case:
-    """One case's sockets, peer and timed function, in a pyperf worker."""
+    """One case in a pyperf worker: set-up at the first timed call, the
+    lockstep turn, the peer watch, failure and teardown; its unit times."""
 
     def __init__(self, key: CaseKey, opener: Opener | None = None) -> None:
         self.key = key
@@ -229,136 +192,41 @@ class Case:
         # case of the selection, and only its own task's may fail.
         self.loops: Any = fastsock.implementations().get(key.impl)
         self.on_event_loop = key.impl in ASYNC_IMPLS
-        self.conn: Any = None  # the AsyncConn of an event-loop impl
-        self.peer_error: PeerError | None = None  # seen by the SIGCHLD watch, not raised yet
-        self.dgram = key.transport in ("udp4", "udp6", "unix-dgram")
-        self.tcp = key.transport in ("tcp4", "tcp6")
-        self.sock: socket.socket | None = None
-        self.peer: PeerLike | None = None
-        self.listener: Listener | None = None  # connect: the socket is its listener
-        self.meta: dict[str, Any] = {}
+        self.ends: Ends | None = None
+        self.unit: Unit | None = None
+        self._watch: Handler = self._on_sigchld  # the SIGCHLD handler of a timed call
 
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
         key = self.key
         if self.loops is None and not self.on_event_loop:
             raise CaseFailed("the compiled extension is not built: cannot run cython cases")
-        if self.opener is not None:
-            self._setup_remote()
-            return
-        if key.scenario == "connect":
-            self._setup_connect()
-            return
-        mine, theirs = make_pair(key.transport)
-        try:
-            if key.scenario == "pingpong" and key.transport in ("tcp4", "tcp6"):
-                for s in (mine, theirs):
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            worker_cpus, peer_cpu = choose_cpus()
-            if worker_cpus:
-                os.sched_setaffinity(0, worker_cpus)
-            self.peer = Peer(theirs, key.scenario, self.dgram, key.mode, key.size, peer_cpu,
-                             measured=mine,
-                             workers_own=(_BATON.sock,) if _BATON is not None else ())
-        except BaseException:
-            mine.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = mine
+        connect = self.opener is None and key.scenario == "connect"
+        if connect:
+            ends = listen(key, self.loops)
+        else:
+            own = (_BATON.sock,) if _BATON is not None else ()
+            opener = self.opener or partial(open_local, start_peer=partial(fork_peer, own=own))
+            ends = open_ends(key, opener, self.loops)
+        # Owned from here: a failure below still closes the ends.
+        self.ends, self.unit = ends, unit_for(key, ends)
         atexit.register(self.close)
-        self.meta = {
-            "peer_impl": self.peer.impl,
-            "sndbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-            "rcvbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-        }
-        if key.transport in ("tcp4", "tcp6"):
-            self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        self._setup_event_loop()
-        self._note_peer_batch()
-        _CASE_META.update(self.meta)
-
-    def _note_peer_batch(self) -> None:
-        """A datagram stream's peer receives ``peer_batch`` datagrams per call."""
-        if self.dgram and self.key.scenario == "stream":
-            self.meta["peer_batch"] = getattr(self.peer, "batch", 1)
-
-    def _setup_connect(self) -> None:
-        """A listener only: the loop is both ends, there is no peer (the
-        report has no peer_impl for these cases)."""
-        worker_cpus, _ = choose_cpus()
-        if worker_cpus:  # where the other scenarios' measured side runs
-            os.sched_setaffinity(0, worker_cpus)
-        self.listener = Listener(self.key.transport)
-        self.sock = self.listener.sock
-        atexit.register(self.close)
-
-    def _setup_remote(self) -> None:
-        """The peer is `fastsock-bench serve` on another host: no local
-        pair, no fork, no CPU placement (the server places its own)."""
-        assert self.opener is not None
-        mine, peer = self.opener(self.key)
-        self.sock, self.peer = mine, peer
-        atexit.register(self.close)
-        self.meta = {
-            "peer_impl": peer.impl,
-            "sndbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
-            "rcvbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
-        }
-        if self.key.transport in ("tcp4", "tcp6"):
-            self.meta["tcp_nodelay"] = mine.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-        self._setup_event_loop()
-        self._note_peer_batch()
-        _CASE_META.update(self.meta)
-
-    def _setup_event_loop(self) -> None:
-        """An event-loop impl: its loop and streams, made here, outside the
-        timed region; ``self.loops`` becomes the connection."""
-        if not self.on_event_loop:
-            return
-        from fastsock._asyncloops import AsyncConn
-
-        event_loop, api = self.key.impl.split("-", 1)
-        try:
-            self.conn = AsyncConn(self.sock, event_loop, api, CASE_TIMEOUT)  # type: ignore[arg-type]
-        except ImportError as exc:
-            raise CaseFailed(str(exc)) from None
-        self.loops = self.conn
-        self.meta["event_loop"] = self.conn.event_loop
+        if self.on_event_loop and not connect:
+            wrap(ends, key.impl, CASE_TIMEOUT)
+            self._watch = hand_over(ends, self.check_peer)
+        _CASE_META.update(ends.meta)
 
     def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()  # and its Unix path
-            self.listener = self.sock = None
-        if self.conn is not None:  # closes the socket too: the peer's EOF
-            self.conn.close()
-            self.conn = None
-        if self.sock is not None:
-            if self.dgram and self.key.scenario == "pingpong":
-                try:  # an empty datagram ends the peer's echo at once; the
-                    # quit order goes first, so the peer finds it right after
-                    if self.peer is not None:
-                        self.peer.order(b"Q", 0)
-                    self.sock.setblocking(False)
-                    self.sock.send(b"")
-                except OSError:
-                    pass
-                # the peer echoes that marker: our end stays open until the
-                # peer has quit (a closed Unix datagram end is ECONNREFUSED)
-                if self.peer is not None:
-                    self.peer.close()
-                    self.peer = None
-            self.sock.close()  # stream: an EOF, which ends the peer's echo
-            self.sock = None
-        if self.peer is not None:
-            self.peer.close()
-            self.peer = None
+        """End the ends the unit's way; safe before set-up and twice."""
+        if self.unit is not None:
+            self.unit.close()
+        self.ends = self.unit = None
 
     # ------------------------------------------------------------ timing
     def time_func(self, loops: int) -> float:
         try:
             turn = baton()
-            if self.sock is None:
+            if self.unit is None:
                 self.setup()
             self.check_peer()
             if turn is None:
@@ -371,43 +239,30 @@ class Case:
         # RuntimeError: PeerError, CaseFailed and an event loop's EventLoopError
         except (OSError, RuntimeError, ValueError) as exc:
             self.fail(exc)
-            raise AssertionError("unreachable")
+            raise AssertionError("unreachable") from None
 
     def _watched(self, loops: int) -> float:
         # The SIGCHLD watch covers the timed call only: fail() and close()
         # end the peer themselves and must not be interrupted by its death.
-        on_loop = self.conn is not None
-        old = signal.signal(signal.SIGCHLD, self._on_sigchld_loop if on_loop else self._on_sigchld)
+        assert self.unit is not None
+        extras = _ACTIVE if _ACTIVE is not None else Extras()  # none: kept nowhere
+        old = signal.signal(signal.SIGCHLD, self._watch)
         try:
-            if self.key.scenario == "pingpong":
-                return self._pingpong(loops)
-            if self.key.scenario == "connect":
-                return self._connect(loops)
-            if self.dgram:
-                return self._dgram_stream(loops)
-            return self._stream(loops)
+            return self.unit.time_loops(loops, extras)
         finally:
             signal.signal(signal.SIGCHLD, old)
 
-    def _on_sigchld(self, signum: int, frame: Any) -> None:
+    def _on_sigchld(self, signum: int, frame: FrameType | None) -> None:
         self.check_peer()
-
-    def _on_sigchld_loop(self, signum: int, frame: Any) -> None:
-        conn = self.conn
-        if conn is None or conn.closed or not conn.loop.is_running():
-            self.check_peer()  # between coroutines (the peer's answer): as the twins
-            return
-        try:  # never raise inside the loop's machinery: hand it over
-            self.check_peer()
-        except PeerError as exc:
-            self.peer_error = exc
-            conn.loop.call_soon_threadsafe(conn.abort, exc)
 
     def check_peer(self) -> None:
         """Raise PeerError when the peer has exited or been stopped."""
-        if self.peer_error is not None:
-            raise self.peer_error
-        peer = self.peer
+        ends = self.ends
+        if ends is None:
+            return
+        if ends.peer_error is not None:
+            raise ends.peer_error
+        peer = ends.peer
         if peer is None or peer.pid <= 0:
             return
         try:
@@ -432,110 +287,10 @@ class Case:
             text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
         print(f"fastsock-bench: case {self.key.name} failed: {text}", file=sys.stderr)
         sys.stderr.flush()
-        if self.peer is not None and self.peer.pid > 0:
-            try:  # no grace for a failed case's peer (it may be stopped)
-                os.kill(self.peer.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        peer = self.ends.peer if self.ends is not None else None
+        if peer is not None and peer.pid > 0:
+            # no grace for a failed case's peer (it may be stopped)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(peer.pid, signal.SIGKILL)
         self.close()
         os._exit(3)
-
-    def _record_cpu(self, cpu: float, msgs: int) -> None:
-        if _ACTIVE is not None:
-            _ACTIVE.cpu += cpu
-            _ACTIVE.msgs += msgs
-
-    def _stream(self, loops: int) -> float:
-        size, sock, peer = self.key.size, self.sock, self.peer
-        assert sock is not None and peer is not None
-        peer.order(b"R", loops * size)
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        self.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
-        if self.peer_error is not None:  # seen while an event loop ran the send
-            raise self.peer_error
-        if self.tcp:
-            # Push out a tail that Nagle holds until the peer's (delayed,
-            # up to 40 ms) ACK: the loop is done, the stall is not its cost.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A local peer stamps its last byte's arrival (bench.run.peer.SHARED_CLOCK):
-        # delivery ends there, not when its answer wakes this process up.
-        t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
-            peer, "stamps", False) else None
-        got = peer.answer(CASE_TIMEOUT)
-        t1 = time.perf_counter()
-        if t_last is not None and t0 < t_last <= t1:
-            t1 = t_last
-        self._record_cpu(time.process_time() - c0, loops)
-        if self.tcp:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-        if got != loops * size:
-            raise PeerError(f"peer received {got} of {loops * size} bytes")
-        return t1 - t0
-
-    def _dgram_stream(self, loops: int) -> float:
-        size, sock, peer = self.key.size, self.sock, self.peer
-        assert sock is not None and peer is not None
-        peer.order(b"G", loops)
-        peer.answer(CASE_TIMEOUT, expect=b"A")
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        self.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT,
-                              batch=self.key.batch)
-        # End markers until the peer answers: one may be dropped like data.
-        deadline = time.perf_counter() + CASE_TIMEOUT
-        while not peer.ready():
-            if time.perf_counter() > deadline:  # one bound for the whole wait
-                raise PeerError(f"peer did not answer within {CASE_TIMEOUT:g} s (stalled?)")
-            try:
-                sock.send(b"")
-            except BlockingIOError:
-                pass
-            peer.wait_ready(END_RESEND)
-        delivered = peer.answer(CASE_TIMEOUT)
-        t1 = time.perf_counter()
-        self._record_cpu(time.process_time() - c0, loops)
-        if _ACTIVE is not None:
-            _ACTIVE.sent += loops
-            _ACTIVE.delivered += delivered
-        if delivered == 0:
-            raise PeerError(f"none of {loops} datagrams arrived")
-        return (t1 - t0) * loops / delivered
-
-    def _pingpong(self, loops: int) -> float:
-        size, sock = self.key.size, self.sock
-        assert sock is not None
-        samples = array.array("q", bytes(8 * loops))
-        c0 = time.process_time()
-        if self.dgram:
-            t0 = time.perf_counter()
-            done, lost = self.loops.dgram_pingpong(
-                sock, loops, size, self.key.mode, LOSS_TIMEOUT, samples=samples
-            )
-            t1 = time.perf_counter()
-            if done == 0:
-                raise PeerError(f"all {loops} round trips lost")
-        else:
-            t0 = time.perf_counter()
-            done = self.loops.stream_pingpong(
-                sock, loops, size, self.key.mode, CASE_TIMEOUT, samples=samples
-            )
-            t1 = time.perf_counter()
-            lost = 0
-        self._record_cpu(time.process_time() - c0, loops)
-        if _ACTIVE is not None:
-            if self.dgram:  # only datagram rounds can be lost
-                _ACTIVE.rounds += loops
-                _ACTIVE.lost += lost
-            _ACTIVE.samples.append(samples[:done])
-        return t1 - t0
-
-    def _connect(self, loops: int) -> float:
-        sock = self.sock
-        assert sock is not None
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        self.loops.connect_accept(sock, loops, self.key.mode, CASE_TIMEOUT)
-        t1 = time.perf_counter()
-        self._record_cpu(time.process_time() - c0, loops)
-        return t1 - t0
