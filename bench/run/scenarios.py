@@ -140,7 +140,7 @@ class DgramStream(Unit):
         while not peer.ready():
             if time.perf_counter() > deadline:  # one bound for the whole wait
                 raise PeerError(f"peer did not answer within {CASE_TIMEOUT:g} s (stalled?)")
-            try:  # noqa: SIM105 (timed: a plain try costs less than suppress())
+            try:  # timed: a plain try costs less than contextlib.suppress()
                 sock.send(b"")
             except BlockingIOError:
                 pass
