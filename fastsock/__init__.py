@@ -5,7 +5,9 @@ loops (``fastsock._loops``) or, when ``FASTSOCK_PUREPYTHON=1`` is set or the
 extension is not built, their pure-Python twins (``fastsock._pyloops``).
 ``IMPLEMENTATION`` says which one was loaded ("cython" or "python"); both
 modules stay importable by name so that tests and the suite can use each
-explicitly.  The loop contract is documented in ``fastsock._common``.
+explicitly.  The loop contract is documented in ``fastsock._common``; it
+is public and versioned (``CONTRACT_VERSION``; ``fastsock.contract`` for
+modules of users' own that keep it, docs/impls.md).
 The event-loop comparators (asyncio, optionally uvloop) live in
 ``fastsock._asyncloops``, imported only by who uses them: importing
 ``fastsock`` does not import asyncio.
@@ -15,7 +17,14 @@ from __future__ import annotations
 
 import os
 
-from fastsock._common import DEFAULT_TIMEOUT, MAX_BATCH, MODES, UDP4_MAX, UDP6_MAX
+from fastsock._common import (
+    CONTRACT_VERSION,
+    DEFAULT_TIMEOUT,
+    MAX_BATCH,
+    MODES,
+    UDP4_MAX,
+    UDP6_MAX,
+)
 
 __version__ = "0.1.0"
 
@@ -71,6 +80,7 @@ def implementations() -> dict[str, object]:
 
 
 __all__ = [
+    "CONTRACT_VERSION",
     "DEFAULT_TIMEOUT",
     "HAVE_MMSG",
     "IMPLEMENTATION",

@@ -14,6 +14,15 @@ per-message loop lives here, in plain Python, and both twins call it:
 
 The contract (both twins, same names, same signatures, same results)
 --------------------------------------------------------------------
+The contract is public and versioned (:data:`CONTRACT_VERSION`): any module
+that keeps it is an *impl* fastsock can measure, the twins, the standard
+library's idioms (``fastsock._idioms``) and users' own modules alike.  An
+impl declares ``FASTSOCK_CONTRACT = 1``, provides some of the functions
+below (those it defines) and may declare the modes it runs (``MODES``);
+what else it must and may do, and the version policy, are in
+``docs/impls.md``; ``fastsock.contract`` re-exports the helpers below for
+impls to use.
+
 All functions take a *connected* ``socket.socket``.  ``mode`` is one of
 ``MODES``; ``timeout`` (seconds, > 0) bounds every wait.  Sizes are bytes.
 
@@ -160,6 +169,10 @@ import errno
 import socket
 import struct
 
+# The contract's version: an impl declares the one it keeps
+# (``FASTSOCK_CONTRACT``); see docs/impls.md for the version policy.
+CONTRACT_VERSION = 1
+
 MODES = ("blocking", "timeout", "nonblocking", "spin")
 # The modes of connect_accept: spin has nothing to spin on (see above).
 CONNECT_MODES = ("blocking", "timeout", "nonblocking")
@@ -212,6 +225,16 @@ def check_mode(mode: object) -> int:
         raise ValueError(
             f"unknown mode {mode!r} (expected one of: {', '.join(MODES)})"
         ) from None
+
+
+def check_mode_of(mode: object, modes: tuple[str, ...], impl: str, why: str) -> int:
+    """``check_mode`` for an impl that runs only ``modes`` (its ``MODES``):
+    ValueError naming ``impl`` and ``why`` for a contract mode it leaves out."""
+    index = check_mode(mode)
+    if mode not in modes:
+        raise ValueError(f"mode {mode!r} does not apply to {impl}: {why} "
+                         f"(its modes: {', '.join(modes)})")
+    return index
 
 
 def check_timeout(timeout: object) -> float:
@@ -306,7 +329,9 @@ def check_batch(batch: object, mmsg: bool, impl: str) -> int:
                 f"batch={batch}: Python's socket module has no sendmmsg/recvmmsg; "
                 "only the compiled loops (fastsock._loops) batch"
             )
-        raise ValueError(f"batch={batch} needs sendmmsg/recvmmsg, which only Linux has")
+        if impl == "cython":
+            raise ValueError(f"batch={batch} needs sendmmsg/recvmmsg, which only Linux has")
+        raise ValueError(f"batch={batch}: {impl} sends one datagram per call (batch=1 only)")
     return batch
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from fastsock._common import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 
 IMPLEMENTATION: str
+FASTSOCK_CONTRACT: int
 HAVE_MMSG: bool
 
 def stream_send(sock: socket.socket, count: int, size: int, mode: str,

@@ -94,6 +94,8 @@ from fastsock._common import (
 )
 
 IMPLEMENTATION = "cython"
+# The contract version this module keeps (fastsock._common.CONTRACT_VERSION).
+FASTSOCK_CONTRACT = 1
 # sendmmsg/recvmmsg are there (Linux): dgram_send/dgram_recv take batch > 1.
 HAVE_MMSG = bool(FASTSOCK_HAVE_MMSG)
 

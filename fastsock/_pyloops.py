@@ -67,6 +67,8 @@ from fastsock._common import (
 )
 
 IMPLEMENTATION = "python"
+# The contract version this module keeps (fastsock._common.CONTRACT_VERSION).
+FASTSOCK_CONTRACT = 1
 # No sendmmsg/recvmmsg in the socket module: batch=1 only.
 HAVE_MMSG = False
 
