@@ -23,8 +23,19 @@ transport          str    tcp4 tcp6 udp4 udp6 unix-stream unix-dgram
 mode               str    blocking timeout nonblocking spin
 size               int    message / datagram payload, bytes (connect: 0)
 impl               str    measured side: ``cython`` or ``python`` (the
-                          twins), or an event-loop impl: ``asyncio-streams``,
-                          ``asyncio-sock``, ``uvloop-streams``, ``uvloop-sock``
+                          twins), an event-loop impl: ``asyncio-streams``,
+                          ``asyncio-sock``, ``uvloop-streams``, ``uvloop-sock``,
+                          an idiom (``socket-sendall``, ``socket-recv``,
+                          ``socket-makefile``, ``socket-sendmsg``), or an
+                          impl from outside (its label, entry-point name or
+                          module path: docs/impls.md)
+impl_module        str    the module holding the measured loops
+impl_origin        str    that module's file
+impl_contract      int    the loop contract version it keeps
+impl_dist          str    the distribution that installed it, where known
+impl_dist_version  str    that distribution's version
+impl_version       str    the module's ``__version__``, when it has one
+                          (the impl_* keys: absent in older reports)
 batch              int    datagrams per syscall (1 when absent: schema 1)
 peer_impl          str    the peer's implementation (absent for connect,
                           which plays both ends itself)
@@ -100,6 +111,9 @@ COMPILED, PYTHON = "cython", "python"  # the twins
 TWIN_IMPLS = (COMPILED, PYTHON)
 # The event-loop comparators, "<event loop>-<API>" (fastsock._asyncloops).
 ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock")
+# The standard library's idioms, "<family>-<API>" (fastsock._idioms).  Any
+# other name is an impl from outside fastsock (docs/impls.md).
+IDIOM_IMPLS = ("socket-sendall", "socket-recv", "socket-makefile", "socket-sendmsg")
 # Defaults for fields added after schema 1, so older reports still load.
 FIELD_DEFAULTS: dict[str, Any] = {"batch": 1}
 FINGERPRINT_KEYS = (

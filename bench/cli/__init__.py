@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench.cli import compare, crosscheck, plot, report, serve, speedup
+from bench.cli import check_impl, compare, crosscheck, plot, report, serve, speedup
 from bench.cli.common import PROG
 
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_report_parser(sub)
     serve.add_serve_parser(sub)
     crosscheck.add_crosscheck_parser(sub)
+    check_impl.add_check_impl_parser(sub)
     return p
 
 

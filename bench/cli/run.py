@@ -68,8 +68,9 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", help=f"{','.join(M.MODES)} (default: all)")
     g.add_argument("--size", help="bytes, e.g. 64,4k,1M (default: the preset's sizes;"
                    " connect cases carry no payload: size 0 always)")
-    g.add_argument("--impl", help=f"{','.join(M.ALL_IMPLS)} (default: the twins and"
-                   " asyncio-*; --full adds uvloop-* when installed)")
+    g.add_argument("--impl", help=f"{','.join(M.BUILTIN_IMPLS)}, an entry point's name "
+                   "(group fastsock.impls), pkg.module or label=pkg.module (default: the "
+                   "twins and asyncio-*; --full adds uvloop-* when installed; all: every one)")
     g.add_argument("--batch", help="datagrams per syscall of datagram stream cases, e.g. 1,32"
                    " (default: the preset's; > 1 is compiled only: sendmmsg)")
     g.add_argument("--remote", metavar="HOST:PORT",
@@ -260,6 +261,8 @@ def main_run(argv: list[str]) -> int:
                 "the compiled extension is not loaded (FASTSOCK_PUREPYTHON set or not built); "
                 "run with --impl python"
             )
+        for note in M.left_out(plan.selection, plan.cases):
+            print(f"{PROG}: note: {note}", file=sys.stderr)
         if args.list:
             for key in plan.cases:
                 print(key.name)
@@ -280,11 +283,45 @@ def main_run(argv: list[str]) -> int:
         if args.base_python:
             base = _interleave.prepare(args.base_python, plan.forward, plan.cases,
                                        need_compiled="cython" in plan.selection.impls)
+        check_outside_impls(plan)
     except (UsageError, M.MatrixError, _remote.RemoteError, _interleave.BaseError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     outcome = execute(args, plan, outputs, pargs, base)
     return _finish(args, outcome, base is not None)
+
+
+def check_outside_impls(plan: Plan) -> None:
+    """Nothing is measured from code that loses bytes: every impl from
+    outside fastsock must pass the conformance checks of the functions and
+    modes its cases use (the built-ins are proved by the test suite), or
+    the run is refused with its first failure (UsageError: exit 2)."""
+    from bench.run import conformance
+    from bench.run import impls as _impls
+
+    for name in plan.selection.impls:
+        impl = _impls.get(name)
+        keys = [k for k in plan.cases if k.impl == name]
+        if impl.builtin or not keys:
+            continue
+        functions = {_impls.function_for(k.scenario, k.transport) for k in keys}
+        try:
+            loops = impl.load()
+        except _impls.ImplError as exc:
+            raise UsageError(str(exc)) from None
+        checks = conformance.checks_for(impl, loops, functions, {k.mode for k in keys})
+        print(f"fastsock-bench: checking impl {name} ({len(checks)} conformance checks)",
+              flush=True)
+        outcome = conformance.run_checks(checks, loops, stop_at_failure=True)
+        if outcome.failed:
+            first = outcome.failed[0]
+            again = name if impl.source != "--impl" or name == impl.module \
+                else f"{name}={impl.module}"
+            raise UsageError(f"impl {name} fails its conformance check, nothing of it is "
+                             f"measured: {first.check.label}: {first.detail} (all checks: "
+                             f"fastsock-bench check-impl {again})")
+        print(f"fastsock-bench: impl {name} passed {len(checks)} conformance checks "
+              f"({outcome.seconds:.1f} s)", flush=True)
 
 
 def _finish(args: argparse.Namespace, outcome: Outcome, with_base: bool) -> int:

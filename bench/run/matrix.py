@@ -12,15 +12,18 @@ Order: the two impls of a case are adjacent, so slow drift of the machine
 during a run affects both sides of a speedup alike; a size's batches follow
 each other, batch 1 first.
 
-Impls: the twins (``cython``, ``python``) run everywhere; the event-loop
-comparators (``fastsock._asyncloops``: ``asyncio-streams``,
-``asyncio-sock``, ``uvloop-streams``, ``uvloop-sock``) only where an event
-loop applies (:func:`applies`: stream and pingpong over TCP and Unix
-streams, ``nonblocking`` mode); other combinations are left out of the
-enumeration silently, and a selection left with nothing says why.  By
-default (:func:`select_impls`) quick and default runs add the asyncio pair,
-``full`` the uvloop pair too when uvloop is installed; ``--impl all`` is
-every impl this machine has.
+Impls (:mod:`bench.run.impls`, the registry): the twins (``cython``,
+``python``) run everywhere; every other impl only where it applies
+(:func:`applies`: it provides the measured side's function of the case and
+runs its mode), e.g. the event-loop comparators (``fastsock._asyncloops``)
+stream and pingpong over TCP and Unix streams in ``nonblocking`` mode, the
+idioms (``socket-*``) where each has a meaning, an impl from outside what
+it declares.  Other combinations are left out of the enumeration, with a
+note (:func:`left_out`) where a selection had them, and a selection left
+with nothing says why.  By default (:func:`select_impls`) quick and default
+runs add the asyncio pair, ``full`` the uvloop pair too when uvloop is
+installed; ``--impl all`` is every impl this machine has: the built-ins
+and the entry points of ``fastsock.impls``.
 
 Presets:
 ``quick``   every scenario, transport, mode and impl at 64 B (smoke run),
@@ -67,16 +70,21 @@ from dataclasses import dataclass
 # the run stage looks for it.
 from bench.analysis.report import ASYNC_IMPLS as ASYNC_IMPLS
 from bench.analysis.report import DGRAM_TRANSPORTS as DGRAM_TRANSPORTS
+from bench.analysis.report import IDIOM_IMPLS as IDIOM_IMPLS
 from bench.analysis.report import MODES as MODES
 from bench.analysis.report import SCENARIOS as SCENARIOS
 from bench.analysis.report import TRANSPORTS as TRANSPORTS
 from bench.analysis.report import TWIN_IMPLS, CaseKey
+from bench.run import impls as _impls
+from bench.run.impls import BUILTIN_IMPLS as BUILTIN_IMPLS
+from bench.run.impls import UVLOOP_IMPLS as UVLOOP_IMPLS
+from bench.run.impls import ImplError
 from fastsock._common import MAX_BATCH
 
 # Scenarios with a peer at the other end (the others play both ends).
 PEER_SCENARIOS = ("stream", "pingpong")
 IMPLS = TWIN_IMPLS
-UVLOOP_IMPLS = ("uvloop-streams", "uvloop-sock")
+# The twins and the event loops (BUILTIN_IMPLS adds the idioms).
 ALL_IMPLS = IMPLS + ASYNC_IMPLS
 # Where the event-loop comparators apply.
 ASYNC_SCENARIOS = ("stream", "pingpong")
@@ -145,10 +153,9 @@ def preset_sizes(preset: str, scenario: str, transport: str, max_dgram: int) -> 
 
 
 def applies(impl: str, scenario: str, transport: str, mode: str) -> bool:
-    """Whether ``impl`` can run this combination (the twins run every one)."""
-    if impl not in ASYNC_IMPLS:
-        return True
-    return scenario in ASYNC_SCENARIOS and transport in ASYNC_TRANSPORTS and mode in ASYNC_MODES
+    """Whether ``impl`` can run this combination (the twins run every one):
+    the registry's answer (:meth:`bench.run.impls.Impl.applies`)."""
+    return _impls.get(impl).applies(scenario, transport, mode)
 
 
 def uvloop_installed() -> bool:
@@ -163,18 +170,21 @@ def select_impls(text: str | None, preset: str, uvloop: bool) -> tuple[str, ...]
 
     ``uvloop``: whether uvloop is installed here (:func:`uvloop_installed`).
     The default is the twins and the asyncio pair, plus the uvloop pair in ``full`` when installed;
-    ``all`` is every impl available; a uvloop impl named without uvloop is
-    an error with the install hint.
+    ``all`` is every impl available (the built-ins, the idioms included,
+    and the entry points); a uvloop impl named without uvloop is an error
+    with the install hint; so is every item the registry cannot resolve
+    (:func:`bench.run.impls.select`).
     """
     if not text:
         chosen: tuple[str, ...] = IMPLS + ASYNC_IMPLS
         if preset != "full" or not uvloop:
             chosen = tuple(i for i in chosen if i not in UVLOOP_IMPLS)
         return chosen
-    chosen = parse_list(text, ALL_IMPLS, "impl")
+    try:
+        chosen = _impls.select(text, uvloop)
+    except ImplError as exc:
+        raise MatrixError(str(exc)) from None
     if not uvloop:
-        if chosen == ALL_IMPLS:
-            return tuple(i for i in chosen if i not in UVLOOP_IMPLS)
         named = [i for i in chosen if i in UVLOOP_IMPLS]
         if named:
             raise MatrixError(f"{named[0]} needs uvloop, which is not installed ({UVLOOP_HINT})")
@@ -326,13 +336,9 @@ def cases(
                                 out.append(CaseKey(scenario, transport, mode, size, impl,
                                                    batch))
     if not out:
-        loops = [i for i in sel.impls if i in ASYNC_IMPLS]
-        if loops and len(loops) == len(sel.impls):
-            raise MatrixError(
-                f"the selection names no case: {', '.join(loops)} "
-                f"run{'s' if len(loops) == 1 else ''} only "
-                f"{' and '.join(ASYNC_SCENARIOS)} over {', '.join(ASYNC_TRANSPORTS)} "
-                f"in {' or '.join(ASYNC_MODES)} mode")
+        limited = [i for i in sel.impls if i not in IMPLS]
+        if limited and len(limited) == len(sel.impls):
+            raise MatrixError(f"the selection names no case: {scopes(limited)}")
         raise MatrixError("the selection names no case")
     if asked and all(k.batch == 1 for k in out):
         raise MatrixError(f"--batch {','.join(map(str, sel.batches or ()))}: batches apply "
@@ -361,3 +367,30 @@ def connect_cases(sel: Selection, transports: Sequence[str], *, explicit_scenari
     return [CaseKey("connect", t, m, CONNECT_SIZE, impl)
             for t in transports if t in CONNECT_TRANSPORTS
             for m in modes for impl in sel.impls if applies(impl, "connect", t, m)]
+
+
+def scopes(names: Sequence[str]) -> str:
+    """What each impl runs, impls of one scope together: 'asyncio-sock,
+    uvloop-sock run only stream and pingpong over ... in nonblocking mode'."""
+    by_scope: dict[str, list[str]] = {}
+    for name in names:
+        by_scope.setdefault(_impls.get(name).scope(), []).append(name)
+    return "; ".join(f"{', '.join(ns)} run{'s' if len(ns) == 1 else ''} only {scope}"
+                     for scope, ns in by_scope.items())
+
+
+def left_out(sel: Selection, out: Sequence[CaseKey]) -> list[str]:
+    """One line per impl left out of cases that other impls of the selection
+    run: what it runs and how many of those cases it misses (batch > 1,
+    compiled only, is not counted: the design note says why)."""
+    combos = {(k.scenario, k.transport, k.mode, k.size) for k in out}
+    have: dict[str, set[tuple[str, str, str, int]]] = {}
+    for k in out:
+        have.setdefault(k.impl, set()).add((k.scenario, k.transport, k.mode, k.size))
+    notes = []
+    for name in sel.impls:
+        missed = len(combos - have.get(name, set()))
+        if missed:
+            notes.append(f"{scopes([name])}: left out of {missed} of the selection's "
+                         f"{len(combos)} cases")
+    return notes

@@ -7,9 +7,11 @@ then values) and divides what it returns by ``loops``.  :class:`Case` keeps
 the lifecycle and hands the timing to its scenario's unit:
 
 * set-up on the first call, before the clock starts, living until the
-  process exits: the two ends (:mod:`bench.run.ends`: a local pair and a
-  forked peer, a remote peer through the injected ``opener``, or a
-  listener for connect), an event loop's connection around them for the
+  process exits: the impl's loops (:mod:`bench.run.impls`; their module,
+  file, distribution and contract go into the run's metadata), the two
+  ends (:mod:`bench.run.ends`: a local pair and a forked peer, a remote
+  peer through the injected ``opener``, or a listener for connect), an
+  event loop's connection around them for the
   event-loop impls (:mod:`bench.run.eventloop`), and the unit picked by
   the case key (:mod:`bench.run.scenarios`, where the timed regions and
   their bounds are described);
@@ -48,11 +50,10 @@ from functools import partial
 from types import FrameType
 from typing import Any
 
-import fastsock
 from bench.analysis.report import CaseKey
+from bench.run import impls as _impls
 from bench.run.ends import CaseFailed, Ends, Opener, fork_peer, listen, open_ends, open_local
 from bench.run.eventloop import Handler, hand_over, wrap
-from bench.run.matrix import ASYNC_IMPLS
 from bench.run.peer import PeerError
 from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
 
@@ -188,10 +189,11 @@ class Case:
         # A peer elsewhere (``run --remote``: bench.remote.client.open_case
         # bound to the server's address), or None: a local pair and peer.
         self.opener = opener
-        # Checked in setup(), not here: a worker builds a Case for every
-        # case of the selection, and only its own task's may fail.
-        self.loops: Any = fastsock.implementations().get(key.impl)
-        self.on_event_loop = key.impl in ASYNC_IMPLS
+        # The impl is loaded in setup(), not here: a worker builds a Case
+        # for every case of the selection, and only its own task's may fail
+        # (or import anything).
+        self.impl = _impls.get(key.impl)
+        self.on_event_loop = self.impl.kind == "event loop"
         self.ends: Ends | None = None
         self.unit: Unit | None = None
         self._watch: Handler = self._on_sigchld  # the SIGCHLD handler of a timed call
@@ -199,15 +201,19 @@ class Case:
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
         key = self.key
-        if self.loops is None and not self.on_event_loop:
-            raise CaseFailed("the compiled extension is not built: cannot run cython cases")
+        try:
+            loops: Any = self.impl.load()  # an event loop's: None, wrapped below
+            # where the measured loops came from: equal in every run
+            _CASE_META.update(self.impl.metadata())
+        except _impls.ImplError as exc:
+            raise CaseFailed(str(exc)) from None
         connect = self.opener is None and key.scenario == "connect"
         if connect:
-            ends = listen(key, self.loops)
+            ends = listen(key, loops)
         else:
             own = (_BATON.sock,) if _BATON is not None else ()
             opener = self.opener or partial(open_local, start_peer=partial(fork_peer, own=own))
-            ends = open_ends(key, opener, self.loops)
+            ends = open_ends(key, opener, loops)
         # Owned from here: a failure below still closes the ends.
         self.ends, self.unit = ends, unit_for(key, ends)
         atexit.register(self.close)

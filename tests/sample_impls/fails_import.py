@@ -1,0 +1,3 @@
+"""Bad on purpose: fails while importing."""
+
+raise RuntimeError("this module cannot be imported\nsecond line")

@@ -1,0 +1,16 @@
+"""Broken on purpose: says it sent one message more than it did."""
+
+from __future__ import annotations
+
+import socket
+
+from fastsock.contract import DEFAULT_TIMEOUT
+from sample_impls import plain
+
+FASTSOCK_CONTRACT = 1
+MODES = ("blocking",)
+
+
+def stream_send(sock: socket.socket, count: int, size: int, mode: str,
+                timeout: float = DEFAULT_TIMEOUT, pattern: bool = False) -> int:
+    return plain.stream_send(sock, count, size, mode, timeout, pattern) + size
