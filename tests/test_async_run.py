@@ -72,8 +72,11 @@ def test_the_default_impls_of_each_preset() -> None:
             assert M.select_impls(None, preset, uvloop) == twins_and_asyncio
     assert M.select_impls(None, "full", True) == M.ALL_IMPLS
     assert M.select_impls(None, "full", False) == twins_and_asyncio
-    assert M.select_impls("all", "quick", True) == M.ALL_IMPLS
-    assert M.select_impls("all", "full", False) == twins_and_asyncio
+    # all: every built-in (the idioms too), then any entry point installed here
+    every = M.select_impls("all", "quick", True)
+    assert every[:len(M.BUILTIN_IMPLS)] == M.BUILTIN_IMPLS == (*M.ALL_IMPLS, *M.IDIOM_IMPLS)
+    without = M.select_impls("all", "full", False)
+    assert without[:len(M.BUILTIN_IMPLS) - 2] == twins_and_asyncio + M.IDIOM_IMPLS
     assert M.select_impls("uvloop-sock,python", "quick", True) == ("uvloop-sock", "python")
 
 
@@ -282,8 +285,8 @@ def test_summary_html_and_plots_show_every_impl(smoke: tuple) -> None:
         table = out[out.index(title):].split("\n\n")[0]
         rows = [ln for ln in table.splitlines() if ln.startswith("tcp4")]
         assert sorted(ln.split()[4] for ln in rows) == impls  # transport mode 64 B impl
-        for ln in rows:  # speedup: compiled vs Python, on the compiled row only
-            assert ln.rstrip().endswith("x") == (ln.split()[4] == "cython")
+        for ln in rows:  # speedup over the Python loop: on every row but its own
+            assert ln.rstrip().endswith("x") == (ln.split()[4] != "python")
     report = load_report(w.cwd / "out.json")
     page = (w.cwd / "out.html").read_text(encoding="utf-8")
     for impl in impls:

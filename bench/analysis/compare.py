@@ -1,4 +1,4 @@
-"""Comparing two reports (``compare``) and the twins inside one (``speedup``).
+"""Comparing two reports (``compare``) and two impls inside one (``speedup``).
 
 Design note
 -----------
@@ -45,6 +45,10 @@ DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS
                      if k not in MACHINE_KEYS + VOLATILE_KEYS + RUN_KEYS)
 # Benchmark metadata that changes what a case measures without changing its key.
 CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded")
+# Where an impl came from (bench.run.impls): a change is what a comparison of
+# an impl from commit to commit is about; compared only where both reports
+# have it (older reports do not).
+IMPL_CONTEXT_KEYS = ("impl_module", "impl_dist_version", "impl_version", "impl_contract")
 P99_KEY = "rtt_p99"
 
 
@@ -142,6 +146,10 @@ def _case_differs(pairs: Iterable[tuple[Case, Case]]) -> dict[str, int]:
     for b, n in pairs:
         for key in CASE_CONTEXT_KEYS:
             if str(b.metadata.get(key)) != str(n.metadata.get(key)):
+                out[key] = out.get(key, 0) + 1
+        for key in IMPL_CONTEXT_KEYS:
+            if key in b.metadata and key in n.metadata and \
+                    str(b.metadata[key]) != str(n.metadata[key]):
                 out[key] = out.get(key, 0) + 1
     return out
 
@@ -304,15 +312,15 @@ def compare_reports(base: Report, new: Report, settings: Settings = Settings()) 
     )
 
 
-# -- speedup: the compiled twin against the Python twin, inside one report --
+# -- speedup: one impl against another (the twins by default), inside one report --
 
 
 @dataclass(frozen=True)
 class SpeedupResult:
-    key: CaseKey  # the compiled case's key
-    python: float  # median of process medians, seconds
-    cython: float
-    est: Estimate  # ratio python time / cython time: > 1 means cython is faster
+    key: CaseKey  # the candidate impl's case key
+    base_time: float  # median of the base impl's process medians, seconds
+    impl_time: float  # the candidate's
+    est: Estimate  # ratio base time / candidate time: > 1 means the candidate is faster
 
 
 @dataclass
@@ -320,35 +328,44 @@ class Speedup:
     path: str
     machine: dict[str, Any]
     results: list[SpeedupResult]
-    unpaired: list[CaseKey]  # twins' cases whose twin is not in the report
+    unpaired: list[CaseKey]  # cases of the two impls without the other's
     geomeans: dict[str, tuple[float, int]]
+    base: str = PYTHON
+    impl: str = COMPILED
 
 
-def speedup(report: Report) -> Speedup:
-    """Per case, how many times faster the compiled loop is than Python's;
-    raises ValueError if no case has both twins."""
+def speedup(report: Report, base: str = PYTHON, impl: str = COMPILED) -> Speedup:
+    """Per case, how many times faster ``impl`` is than ``base`` (by default
+    the compiled loop than Python's): base time / impl time; raises
+    ValueError if no case has both."""
+    if base == impl:
+        raise ValueError(f"speedup of {impl} over itself: name two impls")
     cases = report.by_key()
-    twins = [
-        (case, cases[case.key.other_impl(PYTHON)])
+    pairs = [
+        (case, cases[case.key.other_impl(base)])
         for case in report.cases
-        if case.key.impl == COMPILED and case.key.other_impl(PYTHON) in cases
+        if case.key.impl == impl and case.key.other_impl(base) in cases
     ]
-    if not twins:
-        raise ValueError(f"{report.path}: no case has both a {COMPILED} and a {PYTHON} run")
-    samples = [(cy.process_medians(), py.process_medians()) for cy, py in twins]
+    if not pairs:
+        have = sorted({c.key.impl for c in report.cases})
+        raise ValueError(f"{report.path}: no case has both a {impl} and a {base} run "
+                         f"(its impls: {', '.join(have)})")
+    samples = [(new.process_medians(), old.process_medians()) for new, old in pairs]
     # Intervals only: nothing is decided on a speedup, so no test.
     ests = _stats.estimates(samples, test=False)
     results = [
-        SpeedupResult(cy.key, statistics.median(py_m), statistics.median(cy_m), est)
-        for (cy, _), (cy_m, py_m), est in zip(twins, samples, ests)
+        SpeedupResult(new.key, statistics.median(old_m), statistics.median(new_m), est)
+        for (new, _), (new_m, old_m), est in zip(pairs, samples, ests)
     ]
-    paired = {c.key for pair in twins for c in pair}
+    paired = {c.key for pair in pairs for c in pair}
     return Speedup(
         path=report.path,
         machine={k: report.fingerprint[k] for k in MACHINE_KEYS if k in report.fingerprint},
         results=results,
-        # the event-loop impls (asyncio-*, uvloop-*) have no twin to miss
+        # the other impls (event loops, idioms, ...) have no counterpart to miss
         unpaired=[c.key for c in report.cases
-                  if c.key not in paired and c.key.impl in (COMPILED, PYTHON)],
+                  if c.key not in paired and c.key.impl in (impl, base)],
         geomeans=geomeans((r.key.scenario, r.est.ratio) for r in results),
+        base=base,
+        impl=impl,
     )

@@ -1,5 +1,5 @@
 """Shaping a report's data for the people who read it: orders, headline
-figures, speedups, where it was measured.
+figures, speedups (of any impl over another), where it was measured.
 
 Design note: what the figures (:mod:`bench.present.figures`), the HTML
 report and the summary table all need, computed once, here, so that they
@@ -18,12 +18,26 @@ from typing import Any
 
 from bench.analysis import compare as _compare
 from bench.analysis.compare import SpeedupResult
-from bench.analysis.report import ASYNC_IMPLS, MODES, TRANSPORTS, TWIN_IMPLS, Case, CaseKey, Report
+from bench.analysis.report import (
+    ASYNC_IMPLS,
+    COMPILED,
+    IDIOM_IMPLS,
+    MODES,
+    PYTHON,
+    TRANSPORTS,
+    TWIN_IMPLS,
+    Case,
+    CaseKey,
+    Report,
+)
 
-# Known values first, in this order; others (a newer report's) after them.
+# Known values first, in this order; others (a newer report's, impls from
+# outside fastsock) after them.
 TRANSPORT_ORDER = TRANSPORTS
 MODE_ORDER = MODES
-IMPL_ORDER = (*TWIN_IMPLS, *ASYNC_IMPLS)
+IMPL_ORDER = (*TWIN_IMPLS, *ASYNC_IMPLS, *IDIOM_IMPLS)
+# The impls a speedup compares unless told: (base, candidate).
+DEFAULT_PAIR = (PYTHON, COMPILED)
 
 
 def case_seconds(case: Case) -> float:
@@ -39,29 +53,49 @@ def ordered(values: Iterable[str], order: Sequence[str]) -> list[str]:
 
 # speedup_results is asked for by several figures and tables of one report:
 # its estimates cost a rank test per case, so the last few are kept.
-_SPEEDUP_CACHE: list[tuple[Report, dict[CaseKey, SpeedupResult]]] = []
+_SPEEDUP_CACHE: list[tuple[Report, tuple[str, str], dict[CaseKey, SpeedupResult]]] = []
 
 
-def speedup_results(report: Report) -> dict[CaseKey, SpeedupResult]:
-    """bench.analysis.compare's compiled/Python speedup per case (estimate and 95%
-    interval of Python time / compiled time), keyed by the compiled case;
-    empty when no case has both twins."""
-    for cached, results in _SPEEDUP_CACHE:
-        if cached is report:
+def speedup_results(report: Report, pair: tuple[str, str] = DEFAULT_PAIR
+                    ) -> dict[CaseKey, SpeedupResult]:
+    """bench.analysis.compare's speedup of ``pair`` = (base, impl) per case
+    (estimate and 95% interval of base time / impl time; by default Python
+    time / compiled time), keyed by the impl's case; empty when no case has
+    both."""
+    for cached, cached_pair, results in _SPEEDUP_CACHE:
+        if cached is report and cached_pair == pair:
             return results
     try:
-        results = {r.key: r for r in _compare.speedup(report).results}
-    except ValueError:  # no case has both twins
+        results = {r.key: r for r in _compare.speedup(report, *pair).results}
+    except ValueError:  # no case has both
         results = {}
-    _SPEEDUP_CACHE.append((report, results))
-    del _SPEEDUP_CACHE[:-4]
+    _SPEEDUP_CACHE.append((report, pair, results))
+    del _SPEEDUP_CACHE[:-8]
     return results
 
 
-def speedups(report: Report, scenario: str | None = None) -> dict[CaseKey, float]:
-    """Speedup estimates (Python time / compiled time) per compiled case."""
-    return {k: r.est.ratio for k, r in speedup_results(report).items()
+def speedups(report: Report, scenario: str | None = None,
+             pair: tuple[str, str] = DEFAULT_PAIR) -> dict[CaseKey, float]:
+    """Speedup estimates (base time / impl time) per case of the pair's impl."""
+    return {k: r.est.ratio for k, r in speedup_results(report, pair).items()
             if scenario is None or k.scenario == scenario}
+
+
+def speedups_over(report: Report, base: str = PYTHON) -> dict[CaseKey, float]:
+    """Every other impl's speedup over ``base`` (base time / its time) per
+    case: the summary's column, > 1 where that impl is faster than the
+    Python loop."""
+    out: dict[CaseKey, float] = {}
+    for impl in ordered((c.key.impl for c in report.cases), IMPL_ORDER):
+        if impl != base:
+            out.update(speedups(report, pair=(base, impl)))
+    return out
+
+
+def pair_title(pair: tuple[str, str]) -> str:
+    """How a speedup of ``pair`` is named: 'compiled / Python' for the
+    twins, else 'impl / base'."""
+    return "compiled / Python" if pair == DEFAULT_PAIR else f"{pair[1]} / {pair[0]}"
 
 
 def where(fp: dict[str, Any]) -> str:

@@ -20,8 +20,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.analysis.report import Report, ReportError, load_report
+from bench.analysis.report import COMPILED, PYTHON, Report, ReportError, load_report
 from bench.cli.common import EXIT_OK, error, one_line
+from bench.cli.speedup import add_pair_options
+
+DEFAULT_PAIR = (PYTHON, COMPILED)  # as bench.analysis.shaping's (numpy: not imported here)
 
 if TYPE_CHECKING:  # compare imports numpy: only when a command runs
     from bench.analysis.compare import Comparison
@@ -31,9 +34,9 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "plot",
         help="draw a report's figures (PNG and SVG)",
-        description="Draw throughput vs size, RTT and compiled/Python speedup figures "
-        "of a report, and with --compare the new/base ratios, as PNG and SVG files "
-        "named <report stem>_<figure>.<format>.",
+        description="Draw throughput vs size, RTT and speedup figures (compiled/Python, or "
+        "--impl over --base) of a report, and with --compare the new/base ratios, as PNG and "
+        "SVG files named <report stem>_<figure>.<format>.",
     )
     p.add_argument("report", metavar="REPORT.json", help="a fastsock report")
     p.add_argument("-o", "--output", metavar="DIR",
@@ -42,6 +45,7 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="also draw the ratio of each case to this base report")
     p.add_argument("--format", dest="formats", action="append", choices=("png", "svg"),
                    help="only this format (repeatable; default: png and svg)")
+    add_pair_options(p, "speedup heatmaps")
     p.set_defaults(func=cmd_plot)
     return p
 
@@ -60,9 +64,26 @@ def load_pair(path: str, base_path: str | None
     return report, base, compare_reports(base, report)
 
 
+def check_pair(report: Report, args: argparse.Namespace) -> tuple[str, str]:
+    """The (base, impl) of ``--base``/``--impl``: two impls, each with a
+    case in the report when named (the default pair may be absent: no
+    heatmap then).  ValueError, one line, otherwise."""
+    pair = (args.base, args.impl)
+    if pair[0] == pair[1]:
+        raise ValueError(f"--base and --impl are both {pair[0]}: name two impls")
+    have = {c.key.impl for c in report.cases}
+    if pair != DEFAULT_PAIR:
+        for name in pair:
+            if name not in have:
+                raise ValueError(f"{report.path} has no case of impl {name} (its impls: "
+                                 f"{', '.join(sorted(have))})")
+    return pair
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     try:
         report, base, comparison = load_pair(args.report, args.compare)
+        pair = check_pair(report, args)
     except (ReportError, ValueError) as exc:
         return error("plot", one_line(exc))
     outdir = Path(args.output) if args.output else Path(os.path.abspath(args.report)).parent
@@ -72,7 +93,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bench.present.figures import plot_report
 
     try:
-        written = plot_report(report, outdir, base=base, formats=formats, comparison=comparison)
+        written = plot_report(report, outdir, base=base, formats=formats, comparison=comparison,
+                              pair=pair)
     except OSError as exc:
         return error("plot", f"{exc.filename or outdir}: cannot write: {exc.strerror}")
     for path in written:

@@ -13,7 +13,8 @@ from typing import Any
 
 from bench.analysis.report import ReportError
 from bench.cli.common import EXIT_OK, error, one_line
-from bench.cli.plot import load_pair
+from bench.cli.plot import check_pair, load_pair
+from bench.cli.speedup import add_pair_options
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="compare with this base report and show the verdict")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the output file if it exists")
+    add_pair_options(p, "speedup columns and heatmaps")
     p.set_defaults(func=cmd_report)
     return p
 
@@ -45,12 +47,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         return error("report", f"{output.parent}: no such directory")
     try:
         report, base, comparison = load_pair(args.report, args.compare)
+        pair = check_pair(report, args)
     except (ReportError, ValueError) as exc:
         return error("report", one_line(exc))
     from bench.present.html import write_html
 
     try:
-        write_html(report, output, base=base, comparison=comparison)
+        write_html(report, output, base=base, comparison=comparison, pair=pair)
     except OSError as exc:
         return error("report", f"{output}: cannot write: {exc.strerror}")
     print(output)

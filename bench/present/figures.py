@@ -55,6 +55,7 @@ from bench.analysis.compare import Comparison
 from bench.analysis.report import COMPILED, PYTHON, Case, CaseKey, Report, write_atomic
 from bench.analysis.report import DGRAM_TRANSPORTS as DATAGRAM_TRANSPORTS
 from bench.analysis.shaping import (
+    DEFAULT_PAIR,
     IMPL_ORDER,
     MODE_ORDER,
     TRANSPORT_ORDER,
@@ -74,11 +75,19 @@ MODE_COLOURS = {
 }
 _SPARE_COLOURS = ("#CC79A7", "#56B4E9", "#F0E442", "#000000")
 # The event-loop impls: dotted (asyncio) and dash-dotted (uvloop) lines,
-# a marker of their own each, so six impls in one panel stay apart.
+# a marker of their own each, so six impls in one panel stay apart; the
+# idioms: Python's dashes, with markers of their own.
 IMPL_STYLES = {COMPILED: ("-", "o"), PYTHON: ("--", "s"),
                "asyncio-streams": (":", "^"), "asyncio-sock": (":", "v"),
-               "uvloop-streams": ("-.", "D"), "uvloop-sock": ("-.", "P")}
-_SPARE_STYLES = ((":", "<"), ("-.", ">"))
+               "uvloop-streams": ("-.", "D"), "uvloop-sock": ("-.", "P"),
+               "socket-sendall": ((0, (5, 1)), "X"), "socket-recv": ((0, (5, 1)), "h"),
+               "socket-makefile": ((0, (5, 1)), "*"), "socket-sendmsg": ((0, (5, 1)), "d")}
+# Impls from outside fastsock: handed out in the order they are first drawn,
+# so that up to len(_SPARE_STYLES) of them in one process never share one.
+_SPARE_STYLES: tuple[tuple[Any, str], ...] = (
+    ((0, (3, 1, 1, 1, 1, 1)), "<"), ((0, (1, 1)), ">"), ((0, (8, 2)), "p"),
+    ((0, (3, 1, 1, 1, 1, 1)), "8"), ((0, (1, 1)), "H"), ((0, (8, 2)), "1"))
+_SPARE_GIVEN: dict[str, tuple[Any, str]] = {}
 PANEL_W, PANEL_H = 4.8, 3.3  # inches per panel: 8 size ticks stay legible
 RTT_MAX_COLS = 3  # RTT panels (one per impl) in a row before wrapping
 SPEEDUP_COLOUR_CAP = 4.0  # heatmap colours saturate beyond 4× either way
@@ -105,10 +114,14 @@ def mode_colour(mode: str) -> str:
     return _SPARE_COLOURS[sum(map(ord, mode)) % len(_SPARE_COLOURS)]
 
 
-def impl_style(impl: str) -> tuple[str, str]:
+def impl_style(impl: str) -> tuple[Any, str]:
+    """(line style, marker) of an impl: the known ones' own, a spare one
+    (the next not yet given) for an impl from outside."""
     if impl in IMPL_STYLES:
         return IMPL_STYLES[impl]
-    return _SPARE_STYLES[sum(map(ord, impl)) % len(_SPARE_STYLES)]
+    if impl not in _SPARE_GIVEN:
+        _SPARE_GIVEN[impl] = _SPARE_STYLES[len(_SPARE_GIVEN) % len(_SPARE_STYLES)]
+    return _SPARE_GIVEN[impl]
 
 
 def _series_label(mode: str, impl: str, batch: int) -> str:
@@ -506,12 +519,14 @@ def connect_figure(report: Report) -> Figure | None:
     return fig
 
 
-def speedup_figure(report: Report, scenario: str) -> Figure | None:
-    """(c) Compiled/Python speedup heatmap: rows transport, columns size, a
-    panel per mode, cells annotated.  Measured at one size (ping-pong in the
-    default run), one panel with a column per mode instead: four one-column
-    panels waste the page."""
-    sp = speedups(report, scenario)
+def speedup_figure(report: Report, scenario: str,
+                   pair: tuple[str, str] = DEFAULT_PAIR) -> Figure | None:
+    """(c) Speedup heatmap of ``pair`` = (base, impl), by default
+    compiled/Python: rows transport, columns size, a panel per mode, cells
+    annotated.  Measured at one size (ping-pong in the default run), one
+    panel with a column per mode instead: four one-column panels waste the
+    page."""
+    sp = speedups(report, scenario, pair)
     if not sp:
         return None
     modes = ordered((k.mode for k in sp), MODE_ORDER)
@@ -579,17 +594,23 @@ def speedup_figure(report: Report, scenario: str) -> Figure | None:
         ax.set_title(title, fontsize=10)
         ax.tick_params(length=0)
     if image is not None:
+        base, impl = pair
         cbar = fig.colorbar(image, ax=axes, shrink=0.85, aspect=25,
                             extend="both" if extreme > hi else "neither",
-                            label="speedup (Python time / compiled time, ×)")
+                            label="speedup (Python time / compiled time, ×)"
+                            if pair == DEFAULT_PAIR else f"speedup ({base} time / {impl} time, ×)")
         ticks = _colourbar_ticks(hi)
         cbar.set_ticks(ticks, labels=[f"{t:g}×" if t >= 1 else f"{t:.2g}×" for t in ticks])
         cbar.ax.minorticks_off()
         cbar.ax.axhline(1.0, color="0.2", lw=0.8)
     what = {"stream": "stream throughput", "pingpong": "ping-pong RTT"}.get(scenario, scenario)
-    _title(fig, f"Speedup of the compiled loops ({COMPILED}) over pure Python in {what}\n"
-                "(Python time / compiled time: > 1 compiled faster; hatched: not measured)",
-           report, [c for c in report.cases if c.key.scenario == scenario])
+    if pair == DEFAULT_PAIR:
+        title = (f"Speedup of the compiled loops ({COMPILED}) over pure Python in {what}\n"
+                 "(Python time / compiled time: > 1 compiled faster; hatched: not measured)")
+    else:
+        title = (f"Speedup of {impl} over {base} in {what}\n"
+                 f"({base} time / {impl} time: > 1 {impl} faster; hatched: not measured)")
+    _title(fig, title, report, [c for c in report.cases if c.key.scenario == scenario])
     return fig
 
 
@@ -615,14 +636,16 @@ def _speedup_cmap() -> Any:
 
 
 def figures(report: Report, base: Report | None = None,
-            comparison: Comparison | None = None) -> dict[str, Figure]:
+            comparison: Comparison | None = None,
+            pair: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Figure]:
     """Every figure the report supports, by file-name stem; with a base,
-    the compare figure (``comparison``: an already computed one)."""
+    the compare figure (``comparison``: an already computed one); the
+    speedup heatmaps are ``pair``'s (base impl, impl)."""
     builders: list[tuple[str, Callable[[], Figure | None]]] = [
         ("throughput", lambda: throughput_figure(report)),
         ("rtt", lambda: rtt_figure(report)),
-        ("speedup_stream", lambda: speedup_figure(report, "stream")),
-        ("speedup_pingpong", lambda: speedup_figure(report, "pingpong")),
+        ("speedup_stream", lambda: speedup_figure(report, "stream", pair)),
+        ("speedup_pingpong", lambda: speedup_figure(report, "pingpong", pair)),
         ("connect", lambda: connect_figure(report)),
     ]
     if base is not None:
@@ -650,6 +673,7 @@ def plot_report(
     formats: Sequence[str] = ("png", "svg"),
     prefix: str | None = None,
     comparison: Comparison | None = None,
+    pair: tuple[str, str] = DEFAULT_PAIR,
 ) -> list[Path]:
     """Write every figure in every format to ``outdir`` (created if needed),
     named ``<prefix>_<figure>.<fmt>`` (prefix: the report's file stem);
@@ -659,7 +683,7 @@ def plot_report(
     if prefix is None:
         prefix = Path(report.path).stem
     written = []
-    for name, fig in figures(report, base, comparison).items():
+    for name, fig in figures(report, base, comparison, pair).items():
         for fmt in formats:
             path = outdir / f"{prefix}_{name}.{fmt}"
             write_atomic(path, render(fig, fmt))

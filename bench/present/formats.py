@@ -287,16 +287,24 @@ def render_comparison(cmp: Comparison, fmt: str, colour: bool = False) -> str:
 
 # -- speedup --
 
-SPEEDUP_HEADER = ("case", "procs py/cy", "python", "cython", "speedup [95% CI]")
-_SPEEDUP_LEGEND = ("speedup = python time / cython time per message, round trip or connection "
-                   "(above 1: the compiled loop is faster), 95% CI over worker processes")
+# Version of the speedup JSON document (2: any two impls, ``base``/``impl``).
+SPEEDUP_JSON_SCHEMA = 2
+
+
+def _speedup_header(sp: Speedup) -> tuple[str, ...]:
+    return ("case", f"procs {sp.base}/{sp.impl}", sp.base, sp.impl, "speedup [95% CI]")
+
+
+def _speedup_legend(sp: Speedup) -> str:
+    return (f"speedup = {sp.base} time / {sp.impl} time per message, round trip or connection "
+            f"(above 1: {sp.impl} is faster), 95% CI over worker processes")
 
 
 def _speedup_rows(sp: Speedup) -> list[list[Cell]]:
     return [
         [(_case_label(r.key), None), (f"{r.est.n_new}/{r.est.n_base}", None),
-         (_units.fmt_figure(r.key.scenario, r.key.size, r.python), None),
-         (_units.fmt_figure(r.key.scenario, r.key.size, r.cython), None),
+         (_units.fmt_figure(r.key.scenario, r.key.size, r.base_time), None),
+         (_units.fmt_figure(r.key.scenario, r.key.size, r.impl_time), None),
          (fmt_ci(r.est), None)]
         for r in sp.results
     ]
@@ -306,7 +314,7 @@ def _speedup_tail(sp: Speedup) -> list[str]:
     lines = ["geometric mean of speedups: " + "; ".join(
         f"{s} {r:.2f}x over {n} cases" for s, (r, n) in sp.geomeans.items())]
     if sp.unpaired:
-        lines.append(f"without their twin ({len(sp.unpaired)}): "
+        lines.append(f"without their counterpart ({len(sp.unpaired)}): "
                      + ", ".join(k.name for k in sp.unpaired))
     return lines
 
@@ -316,13 +324,15 @@ def render_speedup(sp: Speedup, fmt: str, colour: bool = False) -> str:
         cases = []
         for r in sp.results:
             case = {k: v for k, v in _key_json(r.key).items() if k != "impl"}
-            case.update(name=_case_label(r.key), python_s=r.python, cython_s=r.cython,
+            case.update(name=_case_label(r.key), base_s=r.base_time, impl_s=r.impl_time,
                         speedup=r.est.ratio, ci=_est_json(r.est)["ci"],
-                        processes={"python": r.est.n_new, "cython": r.est.n_base})
+                        processes={"base": r.est.n_new, "impl": r.est.n_base})
             cases.append(case)
         doc = {
-            "fastsock_speedup": JSON_SCHEMA,
+            "fastsock_speedup": SPEEDUP_JSON_SCHEMA,
             "report": sp.path,
+            "base": sp.base,
+            "impl": sp.impl,
             "machine": sp.machine,
             "cases": cases,
             "geometric_mean": {k: {"speedup": r, "cases": n} for k, (r, n) in sp.geomeans.items()},
@@ -330,13 +340,14 @@ def render_speedup(sp: Speedup, fmt: str, colour: bool = False) -> str:
         }
         return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
     rows = _speedup_rows(sp)
+    header = _speedup_header(sp)
     if fmt == "markdown":
         lines = [f"### fastsock-bench speedup: `{sp.path}`", "",
-                 "machine: " + _machine_text(sp.machine), "", _SPEEDUP_LEGEND, ""]
-        lines += _md_table(SPEEDUP_HEADER, [_md_cells(r) for r in rows])
+                 "machine: " + _machine_text(sp.machine), "", _speedup_legend(sp), ""]
+        lines += _md_table(header, [_md_cells(r) for r in rows])
         lines += [""] + [f"- {t}" for t in _speedup_tail(sp)]
         return "\n".join(lines) + "\n"
     lines = [f"fastsock-bench speedup: {sp.path}", "machine: " + _machine_text(sp.machine),
-             _SPEEDUP_LEGEND, ""]
-    lines += _grid(SPEEDUP_HEADER, rows, colour) + [""] + _speedup_tail(sp)
+             _speedup_legend(sp), ""]
+    lines += _grid(header, rows, colour) + [""] + _speedup_tail(sp)
     return "\n".join(lines) + "\n"

@@ -34,7 +34,6 @@ from bench.analysis import shaping as _shaping
 from bench.analysis import units as _units
 from bench.analysis.compare import CaseResult, Comparison
 from bench.analysis.report import (
-    COMPILED,
     DGRAM_TRANSPORTS,
     FINGERPRINT_KEYS,
     Case,
@@ -112,19 +111,23 @@ def e(value: Any) -> str:
 
 
 def write_html(report: Report, path: str | os.PathLike[str], base: Report | None = None,
-               comparison: Comparison | None = None) -> Path:
+               comparison: Comparison | None = None,
+               pair: tuple[str, str] = _shaping.DEFAULT_PAIR) -> Path:
     """Render the report (and its comparison with ``base``: computed here
     unless given) to ``path``, atomically; returns the path.  Raises
-    ValueError (from bench.analysis.compare) when the two share no case."""
-    write_atomic(path, render_html(report, base, comparison))
+    ValueError (from bench.analysis.compare) when the two share no case.
+    ``pair``: the (base, impl) whose speedup the tables and heatmaps show
+    (by default Python and compiled)."""
+    write_atomic(path, render_html(report, base, comparison, pair))
     return Path(path)
 
 
 def render_html(report: Report, base: Report | None = None,
-                comparison: Comparison | None = None) -> str:
+                comparison: Comparison | None = None,
+                pair: tuple[str, str] = _shaping.DEFAULT_PAIR) -> str:
     if base is not None and comparison is None:
         comparison = _compare.compare_reports(base, report)
-    figures = _plot.figures(report, base, comparison)
+    figures = _plot.figures(report, base, comparison, pair)
     parts: list[str] = []
     name = Path(report.path).name
     parts.append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -139,18 +142,18 @@ def render_html(report: Report, base: Report | None = None,
                          _compare_section(report, base, comparison, figures)))
     # Look before reading: the short answers and the figures come before
     # the long per-case tables.
-    glance = _glance_table(report)
+    glance = _glance_table(report, pair)
     if glance:
         sections.append(("glance", "At a glance", glance))
     shown = [(n, f) for n, f in figures.items() if n != "compare"]
     if shown:
-        sections.append(("figures", "Figures", "".join(_figure(n, f) for n, f in shown)))
+        sections.append(("figures", "Figures", "".join(_figure(n, f, pair) for n, f in shown)))
     scenarios = _shaping.ordered((c.key.scenario for c in report.cases),
                               ("stream", "pingpong", "connect"))
     for scenario in scenarios:
         sections.append((f"summary-{scenario}",
                          f"Summary: {SCENARIO_TITLES.get(scenario, scenario)}",
-                         _summary_table(report, scenario)))
+                         _summary_table(report, scenario, pair)))
     sections.append(("environment", "Environment", _fingerprint_table(report, base)))
     parts.append("<nav><ul>" + "".join(
         f"<li><a href=\"#{e(a)}\">{e(t)}</a></li>" for a, t, _ in sections) + "</ul></nav>\n")
@@ -160,18 +163,19 @@ def render_html(report: Report, base: Report | None = None,
         "<footer>Written by fastsock-bench from "
         f"{e(report.path)}. Per case: the median over worker processes of each process's "
         "median; RTT percentiles, CPU time per message and loss are means over processes. "
-        "MB = 10<sup>6</sup> bytes. Speedup: Python time / compiled time, the Hodges-Lehmann "
-        "estimate over process medians (as <code>fastsock-bench speedup</code> gives it)."
+        f"MB = 10<sup>6</sup> bytes. Speedup: {e(pair[0])} time / {e(pair[1])} time, the "
+        "Hodges-Lehmann estimate over process medians (as <code>fastsock-bench speedup "
+        f"--base {e(pair[0])} --impl {e(pair[1])}</code> gives it)."
         "</footer>\n"
         "</body>\n</html>\n")
     return "".join(parts)
 
 
-def _glance_table(report: Report) -> str:
+def _glance_table(report: Report, pair: tuple[str, str]) -> str:
     """Per transport and impl, the few numbers people quote: peak stream
     throughput, the message rate at the smallest size, the lowest RTT p50,
     each with the size and mode where it was reached; and per transport the
-    range of compiled/Python speedups over its cases."""
+    range of ``pair``'s speedups (compiled/Python unless told) over its cases."""
     transports = _shaping.ordered((c.key.transport for c in report.cases), _shaping.TRANSPORT_ORDER)
     impls = _shaping.ordered((c.key.impl for c in report.cases), _shaping.IMPL_ORDER)
     cols = [("peak throughput", "stream"), ("rate at smallest size", "stream"),
@@ -179,9 +183,10 @@ def _glance_table(report: Report) -> str:
     cols = [(h, sc) for h, sc in cols if any(c.key.scenario == sc for c in report.cases)]
     if not cols:
         return ""
-    sp_all = _shaping.speedups(report)
+    sp_all = _shaping.speedups(report, pair=pair)
     head = "<tr><th>transport</th><th>impl</th>" + "".join(f"<th>{e(h)}</th>" for h, _ in cols)
-    head += "<th>speedup<br>compiled / Python</th></tr>" if sp_all else "</tr>"
+    head += (f"<th>speedup<br>{e(_shaping.pair_title(pair))}</th></tr>" if sp_all
+             else "</tr>")
     rows = []
     for t in transports:
         for n, impl in enumerate(impls):
@@ -257,6 +262,10 @@ def _fingerprint_table(report: Report, base: Report | None) -> str:
     if loops:  # the asyncio-* / uvloop-* impls' event loops
         rows.append(f"<tr><th>event loops</th><td>{e('; '.join(loops))}</td>"
                     + ("<td></td>" if base is not None else "") + "</tr>")
+    outside = _outside_impls(report)
+    if outside:  # where impls from outside fastsock came from
+        rows.append(f"<tr><th>impls from outside fastsock</th><td>{e('; '.join(outside))}</td>"
+                    + ("<td></td>" if base is not None else "") + "</tr>")
     nproc = sorted({len(c.process_values) for c in report.cases})
     rows.append("<tr><th>worker processes per case</th>"
                 f"<td>{e(_span(nproc))}</td>"
@@ -264,16 +273,32 @@ def _fingerprint_table(report: Report, base: Report | None) -> str:
     return f"<table class=\"fp\">{head}{''.join(rows)}</table>\n"
 
 
+def _outside_impls(report: Report) -> list[str]:
+    """'name: module (dist version, contract N), file' of every impl that
+    fastsock did not install (its report metadata, bench.run.impls)."""
+    out: dict[str, str] = {}
+    for c in report.cases:
+        meta = c.metadata
+        if "impl_module" not in meta or meta.get("impl_dist") == "fastsock":
+            continue
+        dist = (f"{meta['impl_dist']} {meta.get('impl_dist_version', '?')}, "
+                if "impl_dist" in meta else "")
+        out.setdefault(c.key.impl, f"{c.key.impl}: {meta['impl_module']} ({dist}contract "
+                       f"{meta.get('impl_contract', '?')}), {meta.get('impl_origin', '?')}")
+    return list(out.values())
+
+
 def _span(values: Sequence[int]) -> str:
     return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
 
 
-def _summary_table(report: Report, scenario: str) -> str:
-    """One row per (transport, mode, size, batch), the impls side by side."""
+def _summary_table(report: Report, scenario: str, pair: tuple[str, str]) -> str:
+    """One row per (transport, mode, size, batch), the impls side by side,
+    and ``pair``'s speedup."""
     cases = [c for c in report.cases if c.key.scenario == scenario]
     impls = _shaping.ordered((c.key.impl for c in cases), _shaping.IMPL_ORDER)
     by_key = report.by_key()
-    speedups = _shaping.speedups(report, scenario)
+    speedups = _shaping.speedups(report, scenario, pair)
     datagram = any(c.key.transport in DGRAM_TRANSPORTS for c in cases)
     has_loss = datagram and any(c.run_mean("loss") is not None for c in cases)
     pingpong = scenario == "pingpong"
@@ -291,7 +316,7 @@ def _summary_table(report: Report, scenario: str) -> str:
     head1 = "<tr><th rowspan=\"2\">mode</th><th rowspan=\"2\">size</th>" + "".join(
         f"<th colspan=\"{len(per_impl)}\">{e(impl)}</th>" for impl in impls)
     if show_speedup:
-        head1 += "<th rowspan=\"2\">speedup<br>compiled / Python</th>"
+        head1 += f"<th rowspan=\"2\">speedup<br>{e(_shaping.pair_title(pair))}</th>"
     head1 += "</tr>"
     head2 = "<tr>" + "".join(f"<th>{e(h)}</th>" for _ in impls for h in per_impl) + "</tr>"
     ncols = 2 + len(impls) * len(per_impl) + (1 if show_speedup else 0)
@@ -306,7 +331,7 @@ def _summary_table(report: Report, scenario: str) -> str:
         compiled_key = None
         for impl in impls:
             case = by_key.get(CaseKey(scenario, transport, mode, size, impl, batch))
-            if impl == COMPILED:
+            if impl == pair[1]:
                 compiled_key = CaseKey(scenario, transport, mode, size, impl, batch)
             if case is None:
                 cells += ["<td class=\"num\">—</td>"] * len(per_impl)
@@ -363,10 +388,12 @@ def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
     return (order.index(value), "") if value in order else (len(order), value)
 
 
-def _figure(name: str, fig: Any) -> str:
+def _figure(name: str, fig: Any, pair: tuple[str, str] = _shaping.DEFAULT_PAIR) -> str:
     png = base64.b64encode(_plot.render(fig, "png", dpi=FIGURE_DPI)).decode("ascii")
     title = fig.get_suptitle().replace("\n", " — ") or name
     caption = FIGURE_CAPTIONS.get(name, "")
+    if name.startswith("speedup_") and pair != _shaping.DEFAULT_PAIR:
+        caption = f"Speedup of {pair[1]} over {pair[0]}, {name.split('_', 1)[1]}."
     return (f"<figure id=\"fig-{e(name)}\"><img src=\"data:image/png;base64,{png}\" "
             f"alt=\"{e(title)}\"><figcaption>{e(caption)}</figcaption></figure>\n")
 

@@ -4,9 +4,12 @@ Design note: read back from the saved report (not from memory), so what is
 printed is exactly what was stored.  Figures and speedups are those of
 ``compare``/``speedup``, the plots and the HTML report (one definition for
 one thing): a case's figure is the median over worker processes of each
-process's median; speedup = Python's time / compiled time for the same case
-(> 1: the compiled loop is faster), the Hodges-Lehmann estimate of
-``bench.analysis.compare.speedup``, shown on the compiled row.
+process's median; speedup = the Python loop's time / this impl's time for
+the same case (> 1: faster than the Python loop, < 1: what the impl costs
+over it), the Hodges-Lehmann estimate of ``bench.analysis.compare.speedup``
+(``--base python --impl IMPL``), shown on every row but the Python loop's:
+the compiled loop's is the interpreter's cost, an idiom's or an event
+loop's is what it costs against the raw Python loop.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.analysis.report import Report
-from bench.analysis.shaping import case_seconds, speedups
+from bench.analysis.shaping import case_seconds, speedups_over
 from bench.analysis.units import fmt_size, msg_rate, throughput_mbps
 
 
@@ -30,7 +33,7 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
 
 
 def render_report(report: Report) -> str:
-    sp = speedups(report)
+    sp = speedups_over(report)
     parts = []
     for scenario in ("stream", "pingpong"):
         cases = [c for c in report.cases if c.key.scenario == scenario]
@@ -70,6 +73,9 @@ def render_report(report: Report) -> str:
     connect = _connect_table(report, sp)
     if connect:
         parts.append(connect)
+    if sp:  # first: the tables below end the text, readers parse them to the end
+        parts.insert(0, "speedup: the Python loop's time / this row's for the same case "
+                     "(above 1: faster than python; below 1: what that impl costs over it)")
     return "\n\n".join(parts)
 
 
