@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from fastsock.contract import DEFAULT_TIMEOUT
 from sample_impls import plain
+
+from fastsock.contract import DEFAULT_TIMEOUT
 
 FASTSOCK_CONTRACT = 1
 MODES = ("blocking",)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import socket
 import struct
 
-from fastsock.contract import DEFAULT_TIMEOUT, check_mode_of, check_stream, check_timeout
-from fastsock.contract import pattern_buffer
 from sample_impls.plain import message
+
+from fastsock.contract import (
+    DEFAULT_TIMEOUT,
+    check_mode_of,
+    check_stream,
+    check_timeout,
+    pattern_buffer,
+)
 
 FASTSOCK_CONTRACT = 1
 MODES = ("blocking",)

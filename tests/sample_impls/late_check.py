@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from fastsock.contract import DEFAULT_TIMEOUT, configure
 from sample_impls import plain
+
+from fastsock.contract import DEFAULT_TIMEOUT, configure
 
 FASTSOCK_CONTRACT = 1
 MODES = ("blocking",)

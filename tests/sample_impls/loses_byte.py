@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import socket
 
-from fastsock.contract import DEFAULT_TIMEOUT, check_mode_of, check_stream, check_timeout
-from fastsock.contract import configure, pattern_buffer, timed_out
 from sample_impls.plain import message
+
+from fastsock.contract import (
+    DEFAULT_TIMEOUT,
+    check_mode_of,
+    check_stream,
+    check_timeout,
+    configure,
+    pattern_buffer,
+    timed_out,
+)
 
 FASTSOCK_CONTRACT = 1
 MODES = ("blocking",)
