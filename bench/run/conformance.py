@@ -48,7 +48,7 @@ from bench.run.impls import Impl
 from bench.run.peer import _set_pdeathsig
 
 # Seconds a check's process may run past its own bound before it is killed.
-KILL_SLACK = 2.0
+KILL_SLACK = 1.0
 
 
 class Failed(Exception):
