@@ -5,7 +5,7 @@ the Python twin in its hardest mode); each deliberately broken sample
 (tests/sample_impls) fails with its own one-line reason, at the check that
 exists to catch it: a lost byte, a miscount, an ignored ``pattern``, an
 argument checked after touching the socket, a timeout ignored (killed at
-its bound: nothing hangs), a crashed process; nothing is left behind
+its bound, by run: nothing hangs), a crashed process; nothing is left behind
 (processes, file descriptors, socket files).  On the command line:
 ``check-impl`` exits 0, 1 or 2 with the results as they come, and ``run``
 refuses an impl from outside that fails, with one line, before measuring
@@ -84,8 +84,6 @@ def test_the_python_twin_passes_in_spin_mode() -> None:
     ("takes_stale", "round numbers, stale replies", "5 replies left unread, expected 1"),
     ("late_check", "bad arguments",
      "mode 'fast': the socket's mode was changed before the error"),
-    ("ignores_timeout", "bounded wait", f"no result within {KILLED_AT} s: killed (a wait the "
-     "timeout does not bound, or a hang)"),
     ("crashes", "counts and integrity",
      "the check's process died without a result (killed by SIGSEGV)"),
 ])
