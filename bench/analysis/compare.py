@@ -358,13 +358,16 @@ def speedup(report: Report, base: str = PYTHON, impl: str = COMPILED) -> Speedup
         for (new, _), (new_m, old_m), est in zip(pairs, samples, ests)
     ]
     paired = {c.key for pair in pairs for c in pair}
+    # a scenario one of the two never runs (an impl that only sends, say)
+    # has nothing to miss; the other impls (event loops, idioms) neither
+    shared = ({c.key.scenario for c in report.cases if c.key.impl == impl}
+              & {c.key.scenario for c in report.cases if c.key.impl == base})
     return Speedup(
         path=report.path,
         machine={k: report.fingerprint[k] for k in MACHINE_KEYS if k in report.fingerprint},
         results=results,
-        # the other impls (event loops, idioms, ...) have no counterpart to miss
-        unpaired=[c.key for c in report.cases
-                  if c.key not in paired and c.key.impl in (impl, base)],
+        unpaired=[c.key for c in report.cases if c.key not in paired
+                  and c.key.impl in (impl, base) and c.key.scenario in shared],
         geomeans=geomeans((r.key.scenario, r.est.ratio) for r in results),
         base=base,
         impl=impl,

@@ -1,6 +1,8 @@
 """The run stage: cases measured into a pyperf report.
 
-``matrix`` (which cases), ``transports`` (connected socket pairs),
+``matrix`` (which cases), ``impls`` (the impls and where each applies),
+``conformance`` and ``checks`` (the loop tests, run against any impl before
+it is measured), ``transports`` (connected socket pairs),
 ``peer`` (the other end, in its own process), ``ends`` (a case's measured
 socket and peer, set up), ``scenarios`` (the timed units, one per
 scenario), ``eventloop`` (the event-loop impls' connection and peer
