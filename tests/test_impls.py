@@ -327,3 +327,17 @@ def test_cli_lists_an_outside_impls_cases_with_a_note(tmp_path: Path) -> None:
         "fastsock-bench run: note: sample_impls.plain runs only stream over tcp4, tcp6, "
         "unix-stream in blocking mode: left out of 3 of the selection's 4 cases",
         "5 cases"]
+
+
+def test_compare_shows_a_changed_impl_version_where_both_reports_have_it() -> None:
+    from bench.analysis.compare import compare_reports
+    from bench.analysis.report import CaseKey
+    from tests import synth
+
+    keys = [CaseKey("stream", t, "blocking", 64, "mine") for t in ("tcp4", "unix-stream")]
+    base, new = synth.make_report(keys, seed=1), synth.make_report(keys, seed=2)
+    for report, version in ((base, "1.0"), (new, "1.1")):
+        for case in report.cases:
+            case.metadata.update(impl_module="mine.loops", impl_dist_version=version)
+    del base.cases[1].metadata["impl_dist_version"]  # an older report: no key, no difference
+    assert compare_reports(base, new).case_differs == {"impl_dist_version": 1}
