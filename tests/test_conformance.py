@@ -192,3 +192,41 @@ def test_run_refuses_an_impl_that_fails_and_measures_nothing(tmp_path: Path, nam
                                           f"sample_impls.{name})")
     assert "[1/" not in p.stdout  # no case ran
     assert not (tmp_path / "cwd" / "out.json").exists()
+
+
+@pytest.mark.parametrize("argv, ready, says", [
+    (["check-impl", "sample_impls.ignores_timeout"], "pass  stream_send blocking: counts", ""),
+    (["run", "--quick", "--scenario", "stream", "--transport", "tcp4", "--mode", "blocking",
+      "--impl", "sample_impls.ignores_timeout", "-o", "out.json"],
+     "fastsock-bench: checking impl",
+     "fastsock-bench run: interrupted while checking impls; nothing measured"),
+], ids=["check-impl", "run"])
+def test_ctrl_c_while_a_hung_impl_is_checked(tmp_path: Path, argv: list[str], ready: str,
+                                            says: str) -> None:
+    """SIGINT ends the command at once (exit 130), the check's processes with it."""
+    import signal
+
+    from test_run_cli import Lines
+
+    w = where(tmp_path)
+    env = dict(w.env, PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]))
+    errfile = tmp_path / "stderr.txt"
+    with open(errfile, "w", encoding="utf-8") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=w.cwd, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        Lines(proc).until(lambda line: line.startswith(ready), RUN_TIMEOUT)
+        time.sleep(0.6)  # into the check that hangs (it is killed at 3.2 s)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = errfile.read_text(encoding="utf-8")
+    assert proc.returncode == 130, text
+    assert text.strip() == says and "Traceback" not in text
+    assert not (w.cwd / "out.json").exists()
+    assert_nothing_left(w)

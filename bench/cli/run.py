@@ -283,7 +283,12 @@ def main_run(argv: list[str]) -> int:
         if args.base_python:
             base = _interleave.prepare(args.base_python, plan.forward, plan.cases,
                                        need_compiled="cython" in plan.selection.impls)
-        check_outside_impls(plan)
+        try:
+            check_outside_impls(plan)
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted while checking impls; nothing measured",
+                  file=sys.stderr)
+            return 128 + signal.SIGINT
     except (UsageError, M.MatrixError, _remote.RemoteError, _interleave.BaseError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

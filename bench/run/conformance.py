@@ -143,20 +143,25 @@ def run_one(check: Check, loops: Any) -> Result:
     limit = check.bound + KILL_SLACK
     deadline = t0 + limit
     chunks: list[bytes] = []
-    killed = False
+    killed = finished = False
     try:
         while True:
             rest = deadline - time.monotonic()
             if rest <= 0 or not select.select([r], [], [], rest)[0]:
-                os.kill(pid, signal.SIGKILL)
                 killed = True
                 break
             chunk = os.read(r, 65536)
             if not chunk:
+                finished = True
                 break
             chunks.append(chunk)
-    finally:
+    finally:  # also on Ctrl-C here: the check's process never outlives the call
         os.close(r)
+        if not finished:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         _, status = os.waitpid(pid, 0)
     seconds = time.monotonic() - t0
     if killed:
