@@ -31,6 +31,7 @@ from functools import partial
 import fastsock
 from bench.analysis.report import load_report
 from bench.remote import client as _remote
+from bench.run import axes as A
 from bench.run import lockstep as _interleave
 from bench.run import matrix as M
 from bench.run import transports as T
@@ -72,6 +73,13 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    " asyncio-*; --full adds uvloop-* when installed)")
     g.add_argument("--batch", help="datagrams per syscall of datagram stream cases, e.g. 1,32"
                    " (default: the preset's; > 1 is compiled only: sendmmsg)")
+    g.add_argument("--sockbuf", metavar="LIST",
+                   help="SO_SNDBUF and SO_RCVBUF asked of both ends, bytes, e.g."
+                   " 4k,64k,default,4m ('default': the kernel's; what it grants is recorded)")
+    g.add_argument("--threads", metavar="LIST",
+                   help="connections, each driven by its own thread, e.g. 1,2,4 (default 1)")
+    g.add_argument("--nodelay", metavar="on|off",
+                   help="stream over TCP: the sender's TCP_NODELAY (default off: Nagle on)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
@@ -127,7 +135,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
         sizes=M.parse_sizes(args.size) if args.size else None,
         preset=args.preset,
         batches=M.parse_batches(args.batch) if args.batch else None,
+        axes=A.Axes(
+            sockbufs=A.parse_sockbufs(args.sockbuf) if args.sockbuf else None,
+            threads=A.parse_threads(args.threads) if args.threads else None,
+            nodelays=A.parse_nodelays(args.nodelay) if args.nodelay else None),
     )
+    if getattr(args, "remote", None) and (any(sel.axes.sockbufs or ())
+                                          or any(n != 1 for n in sel.axes.threads or ())):
+        # the server makes its end and its peer: one connection, its buffers
+        raise M.MatrixError("--sockbuf and --threads are not available with --remote "
+                            "(the server's peer takes one connection at the kernel's buffers)")
     available = T.available()
     if getattr(args, "remote", None):  # the server's address family; no Unix
         available = _remote.transports(args.remote, args.transport)
@@ -139,7 +156,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                     explicit_transports=explicit, batching=_batching(),
                     explicit_scenarios=_named(args.scenario), explicit_modes=_named(args.mode))
     forward: list[str] = []
-    for flag in ("scenario", "transport", "mode", "size", "impl", "remote", "batch"):
+    for flag in ("scenario", "transport", "mode", "size", "impl", "remote", "batch",
+                 "sockbuf", "threads", "nodelay"):
         value = getattr(args, flag)
         if value:
             forward += [f"--{flag}", value]
@@ -280,7 +298,8 @@ def main_run(argv: list[str]) -> int:
         if args.base_python:
             base = _interleave.prepare(args.base_python, plan.forward, plan.cases,
                                        need_compiled="cython" in plan.selection.impls)
-    except (UsageError, M.MatrixError, _remote.RemoteError, _interleave.BaseError) as exc:
+    except (UsageError, M.MatrixError, A.AxisError, _remote.RemoteError,
+            _interleave.BaseError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     outcome = execute(args, plan, outputs, pargs, base)
