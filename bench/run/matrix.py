@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # The vocabulary is the report schema's; re-exported: the matrix is where
 # the run stage looks for it.
@@ -131,7 +131,7 @@ class Selection:
     preset: str = "default"
     batches: tuple[int, ...] | None = None  # None: the preset's batches
     # --sockbuf, --threads, --nodelay (None each: the preset's; bench.run.axes)
-    axes: Axes = Axes()
+    axes: Axes = field(default_factory=Axes)
 
 
 def preset_sizes(preset: str, scenario: str, transport: str, max_dgram: int) -> list[int]:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import array
 import socket
 import time
+from typing import Callable
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
 from bench.run.ends import TCP_TRANSPORTS, Ends
@@ -62,15 +63,29 @@ class Extras:
     def __init__(self) -> None:
         self.msgs = 0
         self.cpu = 0.0  # seconds, user + system, of this process
+        self.wall = 0.0  # seconds of wall time over which ``cpu`` was spent
+        self.peer_cpu = 0.0  # seconds, the local peer process's (all threads)
+        self.peer_msgs = 0  # messages over which ``peer_cpu`` was spent
         self.sent = 0
         self.delivered = 0
         self.rounds = 0
         self.lost = 0
         self.samples: list[array.array[int]] = []  # RTT per round trip (ns)
 
-    def add_cpu(self, cpu: float, msgs: int) -> None:
+    def add_cpu(self, cpu: float, msgs: int, wall: float = 0.0) -> None:
         self.cpu += cpu
         self.msgs += msgs
+        self.wall += wall
+
+    def add_counts(self, other: Extras) -> None:
+        """Add what ``other`` counted (datagrams, rounds, RTT samples), not
+        its CPU time: one connection's of several, whose CPU is the
+        process's (bench.run.threads)."""
+        self.sent += other.sent
+        self.delivered += other.delivered
+        self.rounds += other.rounds
+        self.lost += other.lost
+        self.samples += other.samples
 
 
 class Unit:
@@ -79,6 +94,11 @@ class Unit:
     def __init__(self, key: CaseKey, ends: Ends) -> None:
         self.key = key
         self.ends = ends
+        # Called right before the clock starts (after the peer's orders):
+        # the start line of N units timed together (bench.run.threads).
+        self.gate: Callable[[], object] | None = None
+        # (start, end) of the last timed call, perf_counter seconds.
+        self.span = (0.0, 0.0)
 
     def time_loops(self, loops: int, extras: Extras) -> float:
         """Seconds for ``loops`` messages (round trips, connections)."""
@@ -95,8 +115,12 @@ class Stream(Unit):
         ends, size = self.ends, self.key.size
         sock, peer = ends.sock, ends.peer
         assert sock is not None and peer is not None
-        tcp = self.key.transport in TCP_TRANSPORTS
+        # Nagle is on unless the case turned it off (--nodelay on): then
+        # there is no tail to push, and nothing to toggle
+        tcp = self.key.transport in TCP_TRANSPORTS and not self.key.nodelay
         peer.order(b"R", loops * size)
+        if self.gate is not None:
+            self.gate()
         c0 = time.process_time()
         t0 = time.perf_counter()
         ends.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
@@ -111,10 +135,11 @@ class Stream(Unit):
         t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
             peer, "stamps", False) else None
         got = peer.answer(CASE_TIMEOUT)
-        t1 = time.perf_counter()
+        t1 = t2 = time.perf_counter()
         if t_last is not None and t0 < t_last <= t1:
             t1 = t_last
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t2 - t0)
+        self.span = (t0, t1)
         if tcp:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
         if got != loops * size:
@@ -131,6 +156,8 @@ class DgramStream(Unit):
         assert sock is not None and peer is not None
         peer.order(b"G", loops)
         peer.answer(CASE_TIMEOUT, expect=b"A")
+        if self.gate is not None:
+            self.gate()
         c0 = time.process_time()
         t0 = time.perf_counter()
         ends.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT,
@@ -147,7 +174,8 @@ class DgramStream(Unit):
             peer.wait_ready(END_RESEND)
         delivered = peer.answer(CASE_TIMEOUT)
         t1 = time.perf_counter()
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
+        self.span = (t0, t1)
         extras.sent += loops
         extras.delivered += delivered
         if delivered == 0:
@@ -164,6 +192,8 @@ class Pingpong(Unit):
         assert sock is not None
         dgram = self.key.transport in DGRAM_TRANSPORTS
         samples = array.array("q", bytes(8 * loops))
+        if self.gate is not None:
+            self.gate()
         c0 = time.process_time()
         if dgram:
             t0 = time.perf_counter()
@@ -180,7 +210,8 @@ class Pingpong(Unit):
             )
             t1 = time.perf_counter()
             lost = 0
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
+        self.span = (t0, t1)
         if dgram:  # only datagram rounds can be lost
             extras.rounds += loops
             extras.lost += lost
@@ -216,7 +247,8 @@ class Connect(Unit):
         t0 = time.perf_counter()
         self.ends.loops.connect_accept(sock, loops, self.key.mode, CASE_TIMEOUT)
         t1 = time.perf_counter()
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
+        self.span = (t0, t1)
         return t1 - t0
 
 
