@@ -54,8 +54,9 @@ def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"comma list of workloads (default: all): {names}")
     p.add_argument("-t", "--time", type=_positive(float), default=2.0, metavar="SECONDS",
                    help="each tool run's duration (iperf3/sockperf -t; default 2)")
-    p.add_argument("-r", "--repeat", type=_positive(int), default=3, metavar="N",
-                   help="alternating tool/suite runs per workload; medians shown (default 3)")
+    p.add_argument("-r", "--repeat", type=_positive(int), default=X.REPEAT, metavar="N",
+                   help="alternating tool/suite pairs per workload; the median of the pairs'"
+                   f" ratios is shown with its 95%% interval (default {X.REPEAT})")
     p.add_argument("-p", "--processes", type=_positive(int), default=4, metavar="N",
                    help="suite worker processes per run (default 4)")
     p.add_argument("--format", choices=("table", "json"), default="table",
