@@ -109,24 +109,50 @@ class Unit:
 
 
 class Stream(Unit):
-    """Stream throughput over TCP or a Unix stream: timed until delivery."""
+    """Stream throughput over TCP or a Unix stream: timed until delivery.
+
+    The steps around the send are methods of their own, so that N
+    connections sent on one event loop (:class:`bench.run.threads.LoopGroup`)
+    take them alike."""
+
+    _got = 0  # bytes the peer confirmed in the last call
 
     def time_loops(self, loops: int, extras: Extras) -> float:
         ends, size = self.ends, self.key.size
-        sock, peer = ends.sock, ends.peer
-        assert sock is not None and peer is not None
-        # Nagle is on unless the case turned it off (--nodelay on): then
-        # there is no tail to push, and nothing to toggle
-        tcp = self.key.transport in TCP_TRANSPORTS and not self.key.nodelay
-        peer.order(b"R", loops * size)
+        sock = ends.sock
+        assert sock is not None
+        self.begin(loops)
         if self.gate is not None:
             self.gate()
         c0 = time.process_time()
         t0 = time.perf_counter()
         ends.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        t1, t2 = self.delivered(loops, t0)
+        extras.add_cpu(time.process_time() - c0, loops, t2 - t0)
+        self.span = (t0, t1)
+        self.end(loops)
+        return t1 - t0
+
+    @property
+    def _nagle(self) -> bool:
+        # Nagle is on unless the case turned it off (--nodelay on): then
+        # there is no tail to push, and nothing to toggle
+        return self.key.transport in TCP_TRANSPORTS and not self.key.nodelay
+
+    def begin(self, loops: int) -> None:
+        """Order the peer to receive ``loops`` messages (before the clock)."""
+        assert self.ends.peer is not None
+        self.ends.peer.order(b"R", loops * self.key.size)
+
+    def delivered(self, loops: int, t0: float) -> tuple[float, float]:
+        """After the send (timed): wait for the peer's delivery; (when the
+        last byte arrived, now)."""
+        ends = self.ends
+        sock, peer = ends.sock, ends.peer
+        assert sock is not None and peer is not None
         if ends.peer_error is not None:  # seen while an event loop ran the send
             raise ends.peer_error
-        if tcp:
+        if self._nagle:
             # Push out a tail that Nagle holds until the peer's (delayed,
             # up to 40 ms) ACK: the loop is done, the stall is not its cost.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -134,17 +160,20 @@ class Stream(Unit):
         # delivery ends there, not when its answer wakes this process up.
         t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
             peer, "stamps", False) else None
-        got = peer.answer(CASE_TIMEOUT)
+        self._got = peer.answer(CASE_TIMEOUT)
         t1 = t2 = time.perf_counter()
         if t_last is not None and t0 < t_last <= t1:
             t1 = t_last
-        extras.add_cpu(time.process_time() - c0, loops, t2 - t0)
-        self.span = (t0, t1)
-        if tcp:
+        return t1, t2
+
+    def end(self, loops: int) -> None:
+        """After the clock: Nagle back on, every byte accounted for."""
+        sock = self.ends.sock
+        assert sock is not None
+        if self._nagle:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-        if got != loops * size:
-            raise PeerError(f"peer received {got} of {loops * size} bytes")
-        return t1 - t0
+        if self._got != loops * self.key.size:
+            raise PeerError(f"peer received {self._got} of {loops * self.key.size} bytes")
 
 
 class DgramStream(Unit):

@@ -43,12 +43,17 @@ for at most :data:`JOIN_TIMEOUT` and closes the ends.  A failure in one
 connection's thread breaks the start barrier and fails the case with its
 error.
 
-Limits: the event-loop impls run N connections on one loop instead
-(:mod:`bench.run.eventloop`); ``run --remote`` takes one connection.
+The event-loop impls run N connections on their one loop instead, as an
+event-loop program does (:class:`LoopGroup`, on a group of
+:func:`bench.run.eventloop.wrap_group`): the same ends and peer, no
+threads on the measured side.
+
+Limits: ``run --remote`` takes one connection.
 """
 
 from __future__ import annotations
 
+import array
 import os
 import signal
 import socket
@@ -59,7 +64,7 @@ from typing import Any
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
 from bench.run.ends import Ends, ends_meta, set_nodelay
 from bench.run.peer import PeerError, choose_cpus, fork_group
-from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
+from bench.run.scenarios import CASE_TIMEOUT, Extras, Stream, Unit, unit_for
 from bench.run.transports import buffer_facts, make_pair
 
 # Bound on joining the connection threads when a case closes (seconds):
@@ -251,6 +256,54 @@ class Threaded(Unit):
             self.crew = None
         for unit in self.units:
             unit.close()
+
+
+class LoopGroup(Unit):
+    """N connections of an event-loop impl on its one loop (an
+    ``AsyncGroup`` as every ends' ``loops``): one call drives them all,
+    as one task; the value is made as :class:`Threaded`'s (stream: wall
+    time per message delivered over all connections; pingpong: each
+    connection's time per round trip, which is the whole call's)."""
+
+    def __init__(self, key: CaseKey, group: list[Ends]) -> None:
+        super().__init__(key, group[0])
+        self.group = group
+        self.units = [unit_for(key, e) for e in group]
+
+    def time_loops(self, loops: int, extras: Extras) -> float:
+        group, size, mode, n = self.ends.loops, self.key.size, self.key.mode, len(self.units)
+        socks = [e.sock for e in self.group]
+        if self.key.scenario == "pingpong":
+            samples = [array.array("q", bytes(8 * loops)) for _ in range(n)]
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            group.stream_pingpong(socks, loops, size, mode, CASE_TIMEOUT, samples=samples)
+            t1 = time.perf_counter()
+            extras.add_cpu(time.process_time() - c0, loops * n, t1 - t0)
+            extras.samples += samples
+            for e in self.group:
+                if e.peer_error is not None:
+                    raise e.peer_error
+            return t1 - t0
+        streams = [u for u in self.units if isinstance(u, Stream)]
+        for u in streams:
+            u.begin(loops)
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        group.stream_send(socks, loops, size, mode, CASE_TIMEOUT)
+        ends = [u.delivered(loops, t0) for u in streams]
+        extras.add_cpu(time.process_time() - c0, loops * n, max(t2 for _, t2 in ends) - t0)
+        for u in streams:
+            u.end(loops)
+        return (max(t1 for t1, _ in ends) - t0) / n
+
+    def close(self) -> None:
+        """Every connection's ends (their connections), then the loop."""
+        for unit in self.units:
+            unit.close()
+        close = getattr(self.ends.loops, "close", None)  # none before wrap_group
+        if close is not None:
+            close()
 
 
 def threaded_unit(key: CaseKey, ends: list[Ends]) -> Threaded:

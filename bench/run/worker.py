@@ -51,11 +51,11 @@ from typing import Any
 import fastsock
 from bench.analysis.report import CaseKey
 from bench.run.ends import CaseFailed, Ends, Opener, fork_peer, listen, open_ends, open_local
-from bench.run.eventloop import Handler, hand_over, wrap
+from bench.run.eventloop import Handler, hand_over, wrap, wrap_group
 from bench.run.matrix import ASYNC_IMPLS
 from bench.run.peer import PeerError, cpu_seconds
 from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
-from bench.run.threads import open_group, threaded_unit
+from bench.run.threads import LoopGroup, open_group, threaded_unit
 
 # A lockstep worker's baton (``run --base-python``, bench.run.lockstep):
 # "FD:SLOT" in its environment, FD a socket to the main process.
@@ -212,13 +212,18 @@ class Case:
         own = (_BATON.sock,) if _BATON is not None else ()
         if connect:
             ends = listen(key, self.loops)
-        elif key.threads > 1 and not self.on_event_loop:
+        elif key.threads > 1:
             if self.opener is not None:
                 raise CaseFailed("threads > 1 needs a local peer (not --remote)")
             self.group = open_group(key, self.loops, own)
-            # Owned from here: a failure below still closes the ends.
-            self.ends, self.unit = self.group[0], threaded_unit(key, self.group)
-            atexit.register(self.close)
+            self.ends = self.group[0]
+            atexit.register(self.close)  # owned from here: a failure below still closes
+            if self.on_event_loop:  # N connections on one loop, no threads
+                self.unit = LoopGroup(key, self.group)
+                runner = wrap_group(self.group, key.impl, CASE_TIMEOUT)
+                self._watch = hand_over(self.ends, self.check_peer, runner)
+            else:
+                self.unit = threaded_unit(key, self.group)
             _CASE_META.update(self.ends.meta)
             return
         else:
@@ -237,6 +242,9 @@ class Case:
         """End the ends the unit's way; safe before set-up and twice."""
         if self.unit is not None:
             self.unit.close()
+        else:  # set-up failed between the connections and their unit
+            for ends in self.group:
+                ends.close()
         self.ends = self.unit = None
         self.group = []
 
