@@ -140,11 +140,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             threads=A.parse_threads(args.threads) if args.threads else None,
             nodelays=A.parse_nodelays(args.nodelay) if args.nodelay else None),
     )
-    if getattr(args, "remote", None) and (any(sel.axes.sockbufs or ())
-                                          or any(n != 1 for n in sel.axes.threads or ())):
-        # the server makes its end and its peer: one connection, its buffers
-        raise M.MatrixError("--sockbuf and --threads are not available with --remote "
-                            "(the server's peer takes one connection at the kernel's buffers)")
+    _check_remote_axes(args)
     available = T.available()
     if getattr(args, "remote", None):  # the server's address family; no Unix
         available = _remote.transports(args.remote, args.transport)
@@ -164,6 +160,18 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.preset != "default":
         forward.append(f"--{args.preset}")
     return Plan(sel, cases, forward)
+
+
+def _check_remote_axes(args: argparse.Namespace) -> None:
+    """--sockbuf and --threads need both ends here: the remote server makes
+    its end and its peer, one connection at the kernel's buffers."""
+    if not getattr(args, "remote", None):
+        return
+    sockbufs = A.parse_sockbufs(args.sockbuf) if args.sockbuf else ()
+    threads = A.parse_threads(args.threads) if args.threads else ()
+    if any(sockbufs) or any(n != 1 for n in threads):
+        raise M.MatrixError("--sockbuf and --threads are not available with --remote (the "
+                            "server's peer takes one connection at the kernel's buffers)")
 
 
 def _named(value: str | None) -> bool:
@@ -264,6 +272,7 @@ def main_run(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_remote_axes(args)
         remote = None
         if args.remote:  # find the server first; workers get its numeric address
             if args.token is not None:
