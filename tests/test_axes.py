@@ -155,6 +155,7 @@ def test_presets_keep_their_budgets_and_full_sweeps_each_axis() -> None:
     (["--threads", "2", "--scenario", "connect", "--transport", "tcp4"],
      "--threads: applies to stream and pingpong"),
     (["--threads", "2", "--remote", "127.0.0.1:1"], "--remote"),
+    (["--placement", "near"], "--placement"),
 ])
 def test_bad_axis_values_are_one_line_exit_2(tmp_path: Path, argv: list[str], says: str) -> None:
     w = where(tmp_path)
@@ -452,3 +453,49 @@ def test_ctrl_c_ends_a_threaded_run_at_once(tmp_path: Path) -> None:
         expected_names(argv)[:1]
     assert not left, f"children of the run still alive: {left}"
     assert_nothing_left(w)
+
+
+# ------------------------------------------------------------ placement
+
+
+def test_placement_auto_is_apart_for_spin_and_the_kernels_otherwise() -> None:
+    from bench.run.peer import choose_cpus, placement_for
+
+    assert placement_for("auto", "spin") == "apart"
+    assert {placement_for("auto", m) for m in ("blocking", "timeout", "nonblocking")} == {"os"}
+    assert placement_for("apart", "blocking") == "apart"
+    assert placement_for("os", "spin") == "os"
+    assert choose_cpus("os") == (None, None)
+    if len(os.sched_getaffinity(0)) >= 2:
+        worker, peer = choose_cpus("apart")
+        assert worker and peer is not None and peer not in worker
+
+
+@pytest.mark.parametrize("mode, placement, pinned", [
+    ("blocking", "auto", False), ("spin", "auto", True), ("blocking", "apart", True),
+])
+def test_where_a_case_ran_is_recorded(mode: str, placement: str, pinned: bool) -> None:
+    key = CaseKey("pingpong", "unix-stream", mode, 64, fastsock.IMPLEMENTATION)
+    affinity = os.sched_getaffinity(0)
+    case = _worker.Case(key, placement=placement)
+    try:
+        assert case.time_func(20) > 0
+        assert case.ends is not None
+        meta = case.ends.meta
+        apart = pinned and len(affinity) >= 2
+        assert meta["placement"] == ("apart" if pinned else "os")
+        assert (meta["peer_cpu"] != "any") == apart
+        assert len(meta["measured_cpus"].split(",")) == (1 if apart else len(affinity))
+    finally:
+        case.close()
+        os.sched_setaffinity(0, affinity)
+
+
+def test_crosscheck_places_the_tools_as_the_suite() -> None:
+    from bench.crosscheck import check as X
+    from bench.crosscheck import tools as XT
+
+    for w in XT.WORKLOADS:  # blocking and nonblocking: the kernel's placement
+        assert X.tool_cpus(w) == (None, None)
+        _, client = XT.tool_command(w, 5201, 1, X.tool_cpus(w), "feed")
+        assert "-A" not in client

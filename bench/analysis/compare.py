@@ -44,7 +44,8 @@ RUN_KEYS = ("interleaved", "interleaved_side")
 DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS
                      if k not in MACHINE_KEYS + VOLATILE_KEYS + RUN_KEYS)
 # Benchmark metadata that changes what a case measures without changing its key.
-CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded")
+CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded",
+                     "placement")
 P99_KEY = "rtt_p99"
 
 

@@ -35,6 +35,7 @@ from bench.run import axes as A
 from bench.run import lockstep as _interleave
 from bench.run import matrix as M
 from bench.run import transports as T
+from bench.run.peer import PLACEMENTS
 from bench.run.runner import (
     GATE_PROCESSES,
     INHERIT,
@@ -80,6 +81,10 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="connections, each driven by its own thread, e.g. 1,2,4 (default 1)")
     g.add_argument("--nodelay", metavar="on|off",
                    help="stream over TCP: the sender's TCP_NODELAY (default off: Nagle on)")
+    g.add_argument("--placement", choices=PLACEMENTS, default="auto",
+                   help="where a case's two processes run: apart (a CPU each, pinned), os"
+                   " (the kernel's choice, as any program), auto (default: apart for spin,"
+                   " os otherwise)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
@@ -159,6 +164,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
             forward += [f"--{flag}", value]
     if args.preset != "default":
         forward.append(f"--{args.preset}")
+    if args.placement != "auto":
+        forward += ["--placement", args.placement]
     return Plan(sel, cases, forward)
 
 
@@ -208,7 +215,8 @@ def worker_main(argv: list[str]) -> int:
     runner = make_runner(plan.forward)
     runner.parse_args(rest)
     for key in plan.cases:
-        case = Case(key, opener=partial(open_case, args.remote) if args.remote else None)
+        case = Case(key, opener=partial(open_case, args.remote) if args.remote else None,
+                    placement=args.placement)
         runner.bench_time_func(key.name, case.time_func, metadata=case_metadata(key))
     return 0
 

@@ -40,10 +40,13 @@ The pairs, chosen so that the two sides do the same work:
   own banner and strace say so).  Its iomux is used only with a feed file
   (``-f``), so the epoll rows give it one, plus ``--nonblocked``.
 
-Fairness: both tools get the CPUs the suite gives its two sides
-(:func:`bench.run.peer.choose_cpus`: measured side = client/sender, peer =
-server/receiver, each on its own CPU), iperf3 through ``-A``, sockperf
-through the affinity of its processes.  Figures: MB/s with MB = 10**6 B
+Fairness: both tools get the placement the suite gives its two sides
+(:func:`tool_cpus`; ``run --placement auto``): for these workloads (none
+spins) the kernel's, no pinning, as a user runs the tools; pinned CPUs, when
+a placement has them, go to iperf3 through ``-A`` and to sockperf through
+the affinity of its processes.  Placement is the largest single factor on a
+VM: ends pinned apart ran loopback TCP at 64 KiB at half the rate of the
+same ends placed by the kernel, iperf3 and the suite alike.  Figures: MB/s with MB = 10**6 B
 (iperf3's own ``-f M`` would be 2**20), RTT in µs (sockperf without
 ``--full-rtt`` prints half an RTT; the parser doubles an ``avg-latency``).
 
@@ -140,6 +143,16 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
     return Figure(w.size / seconds / MB, loss=loss, extra={
         "median": w.size / median / MB, "windows": [w.size / v / MB for v in case.values],
         **cpu})
+
+
+def tool_cpus(w: Workload) -> tuple[int | None, int | None]:
+    """(client CPU, server CPU) for a workload's tool: where the suite's
+    run puts its measured side and its peer (``run --placement auto``:
+    the kernel's choice, no pinning, but for spin), so both run alike."""
+    from bench.run.peer import choose_cpus, placement_for
+
+    worker, peer = choose_cpus(placement_for("auto", w.mode))
+    return (min(worker) if worker else None, peer)
 
 
 def cpu_per_unit(fig: Figure, side: str) -> float | None:
@@ -262,16 +275,14 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
                progress: Callable[[str], None] = lambda s: None,
                path: str | None = None) -> Result:
     """Run each workload's tool and suite case alternately, ``repeat`` times."""
-    from bench.run.peer import choose_cpus
-
-    worker, peer = choose_cpus()
-    cpus = (min(worker) if worker else None, peer)
     missing = set(missing_tools(path))
-    result = Result([], [], seconds, repeat, processes, cpus, os.getloadavg())
+    result = Result([], [], seconds, repeat, processes, (None, None), os.getloadavg())
     for w in workloads:
         if w.tool in missing:
             result.skipped.append(f"{w.name}: {w.tool} is not installed")
             continue
+        cpus = tool_cpus(w)
+        result.cpus = cpus
         row = Row(w, command=" ".join(tool_command(w, 0, seconds, cpus, "FEED")[1])
                   .replace("-p 0", "-p PORT"))
         result.rows.append(row)
@@ -328,6 +339,12 @@ def _detail(row: Row) -> str:
 _FLAGS = {"ok": "ok", "disagree": "DISAGREE >5%", "noisy": "noisy (>5%, interval reaches back)"}
 
 
+def _where(cpus: tuple[int | None, int | None]) -> str:
+    if cpus == (None, None):
+        return "both ends where the kernel puts them (no pinning), tools and suite alike"
+    return f"client/sender on CPU {cpus[0]}, server/peer on CPU {cpus[1]}"
+
+
 def _interval(row: Row) -> str:
     ci = row.interval()
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "-"
@@ -369,9 +386,8 @@ def render_table(res: Result) -> str:
               for i, h in enumerate(head)]
     out = [
         f"crosscheck: {res.repeat} alternating tool/suite pairs per workload (tool"
-        f" {res.seconds:g} s, suite -p {res.processes}); client/sender on CPU {res.cpus[0]},"
-        f" server/peer on CPU {res.cpus[1]}; load average {load(res.load_before)}"
-        f" before, {load(res.load_after)} after",
+        f" {res.seconds:g} s, suite -p {res.processes}); {_where(res.cpus)};"
+        f" load average {load(res.load_before)} before, {load(res.load_after)} after",
         "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT; figures: medians"
         " over runs; suite: mean over pyperf values (as the tools average); suite/tool: the"
         " median of the per-pair ratios, with its sign-test 95% interval (order statistics,"

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
-from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus
+from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus, placement_for
 from bench.run.transports import Listener, buffer_facts, make_pair
 
 if TYPE_CHECKING:  # asyncio only where an event loop runs (bench.run.eventloop)
@@ -110,18 +110,21 @@ def fork_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey, cpu: int
                 cpu, measured=mine, workers_own=own)
 
 
-def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer
+def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer, placement: str = "auto"
                ) -> tuple[socket.socket, PeerLike]:
     """The default :data:`Opener`: a pair on this host, the peer started on
-    its end by ``start_peer``; the peer's end is closed here either way."""
+    its end by ``start_peer`` where ``placement`` (:data:`bench.run.peer.PLACEMENTS`)
+    puts it; the peer's end is closed here either way."""
     mine, theirs = make_pair(key.transport, key.sockbuf)
     try:
         set_nodelay(key, mine, theirs)
-        facts = buffer_facts(mine, theirs, key.sockbuf)
-        worker_cpus, peer_cpu = choose_cpus()
+        facts: dict[str, Any] = buffer_facts(mine, theirs, key.sockbuf)
+        where = placement_for(placement, key.mode)
+        worker_cpus, peer_cpu = choose_cpus(where)
         if worker_cpus:
             os.sched_setaffinity(0, worker_cpus)
         peer = start_peer(theirs, mine, key, peer_cpu)
+        facts.update(placement_facts(where, peer_cpu))
         peer.facts.update(facts)
     except BaseException:
         mine.close()
@@ -129,6 +132,14 @@ def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer
     finally:
         theirs.close()
     return mine, peer
+
+
+def placement_facts(where: str, peer_cpu: int | None) -> dict[str, str]:
+    """Where a case's processes ran, for the report: ``placement`` (apart
+    or os), this process's CPUs, the peer's CPU ('any': not pinned)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    return {"placement": where, "measured_cpus": ",".join(map(str, sorted(cpus))),
+            "peer_cpu": "any" if peer_cpu is None else str(peer_cpu)}
 
 
 def set_nodelay(key: CaseKey, mine: socket.socket, theirs: socket.socket) -> None:
@@ -167,11 +178,14 @@ def ends_meta(key: CaseKey, mine: socket.socket, peer: PeerLike) -> dict[str, An
     return meta
 
 
-def listen(key: CaseKey, loops: Any) -> Ends:
+def listen(key: CaseKey, loops: Any, placement: str = "auto") -> Ends:
     """A listener only: the loop is both ends, there is no peer (the report
     has no peer_impl for these cases)."""
-    worker_cpus, _ = choose_cpus()
+    where = placement_for(placement, key.mode)
+    worker_cpus, _ = choose_cpus(where)
     if worker_cpus:  # where the other scenarios' measured side runs
         os.sched_setaffinity(0, worker_cpus)
     listener = Listener(key.transport)
-    return Ends(listener.sock, None, loops, listener=listener)
+    meta = placement_facts(where, None)
+    del meta["peer_cpu"]  # no peer
+    return Ends(listener.sock, None, loops, listener=listener, meta=meta)

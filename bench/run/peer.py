@@ -79,17 +79,38 @@ def _set_pdeathsig() -> None:
         pass  # not Linux: the parent's cleanup and EOF still end the peer
 
 
-def choose_cpus() -> tuple[set[int] | None, int | None]:
+# Where a case's two processes run (``run --placement``):
+#   apart  the measured side on one CPU, its peer on another (each pinned);
+#   os     wherever the kernel's scheduler puts them (no pinning), as any
+#          program and the C tools run by default;
+#   auto   apart for spin (two busy-polling ends need a CPU each: on one
+#          they would take turns by time slice), os for every other mode.
+# Why os: on a 2-vCPU VM, two ends pinned apart ran loopback TCP at 64 KiB
+# at half the rate of the same ends placed by the kernel (754 vs 1,726
+# MB/s; iperf3 -A 1,0 755 vs 1,559 unpinned), every wake-up of the other
+# end a cross-CPU interrupt; that is the hypervisor's cost, not the loops'.
+PLACEMENTS = ("auto", "apart", "os")
+
+
+def placement_for(placement: str, mode: str) -> str:
+    """The placement a case of ``mode`` gets under ``placement``: apart or os."""
+    if placement == "auto":
+        return "apart" if mode == "spin" else "os"
+    return placement
+
+
+def choose_cpus(placement: str = "apart") -> tuple[set[int] | None, int | None]:
     """(CPUs for the measured side, CPU for the peer), or Nones where the
-    machine has one CPU or affinity is not supported."""
+    machine has one CPU, affinity is not supported or the placement is the
+    kernel's (``os``; see :data:`PLACEMENTS`)."""
     if not hasattr(os, "sched_getaffinity"):
         return None, None
     allowed = os.sched_getaffinity(0)
     every = set(range(os.cpu_count() or 1))
     outside = sorted(every - allowed)
-    if outside:
-        return None, outside[0]  # already pinned (pyperf --affinity): peer elsewhere
-    if len(allowed) < 2:
+    if outside:  # already pinned (pyperf --affinity)
+        return None, (outside[0] if placement == "apart" else None)  # apart: peer elsewhere
+    if len(allowed) < 2 or placement == "os":
         return None, None
     cpus = sorted(allowed)
     return {cpus[-1]}, cpus[-2]

@@ -25,13 +25,12 @@ them together:
   GIL-bound run shows as at most about one CPU's worth.  What each
   connection counted beside (datagrams, RTT samples) is summed.
 
-Placement: a single connection pins the measured side and its peer to a
-CPU each (:func:`bench.run.peer.choose_cpus`).  N connections leave both
-processes on every CPU they may use (``measured_cpus`` and ``peer_cpu``
-are recorded): the threads of one process pinned to one CPU could never
-run in parallel, which is the very thing these cases measure.  Under
-pyperf's ``--affinity`` the measured side keeps it and the peer goes to a
-CPU outside it, as with one connection.
+Placement: N connections leave both processes on every CPU they may use
+(``placement`` os, whatever ``run --placement`` says; ``measured_cpus`` and
+``peer_cpu`` are recorded): the threads of one process pinned to one CPU
+could never run in parallel, which is the very thing these cases measure.
+Under pyperf's ``--affinity`` the measured side keeps it and the peer goes
+to a CPU outside it.
 
 Ends: a dead or stopped peer is seen by the worker's SIGCHLD watch, in the
 main thread, which waits for the connection threads in short slices (the
@@ -62,7 +61,7 @@ import time
 from typing import Any
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
-from bench.run.ends import Ends, ends_meta, set_nodelay
+from bench.run.ends import Ends, ends_meta, placement_facts, set_nodelay
 from bench.run.peer import PeerError, choose_cpus, fork_group
 from bench.run.scenarios import CASE_TIMEOUT, Extras, Stream, Unit, unit_for
 from bench.run.transports import buffer_facts, make_pair
@@ -84,12 +83,8 @@ def placement() -> tuple[set[int] | None, int | None]:
         return None, None
     allowed = os.sched_getaffinity(0)
     if set(range(os.cpu_count() or 1)) - allowed:
-        return choose_cpus()  # pyperf --affinity: the peer outside it
+        return choose_cpus("apart")  # pyperf --affinity: the peer outside it
     return None, None
-
-
-def fmt_cpus(cpus: set[int]) -> str:
-    return ",".join(map(str, sorted(cpus)))
 
 
 def open_group(key: CaseKey, loops: Any, own: tuple[socket.socket, ...] = ()) -> list[Ends]:
@@ -114,9 +109,7 @@ def open_group(key: CaseKey, loops: Any, own: tuple[socket.socket, ...] = ()) ->
     finally:
         for _, theirs in pairs:
             theirs.close()
-    where = {"measured_cpus": fmt_cpus(os.sched_getaffinity(0))
-             if hasattr(os, "sched_getaffinity") else "",
-             "peer_cpu": "any" if peer_cpu is None else str(peer_cpu)}
+    where = placement_facts("os" if peer_cpu is None else "apart", peer_cpu)
     out = []
     for (mine, _), peer, fact in zip(pairs, peers, facts):
         peer.facts.update(fact)

@@ -188,8 +188,11 @@ class Case:
     """One case in a pyperf worker: set-up at the first timed call, the
     lockstep turn, the peer watch, failure and teardown; its unit times."""
 
-    def __init__(self, key: CaseKey, opener: Opener | None = None) -> None:
+    def __init__(self, key: CaseKey, opener: Opener | None = None,
+                 placement: str = "auto") -> None:
         self.key = key
+        # where a local case's two processes run (bench.run.peer.PLACEMENTS)
+        self.placement = placement
         # A peer elsewhere (``run --remote``: bench.remote.client.open_case
         # bound to the server's address), or None: a local pair and peer.
         self.opener = opener
@@ -211,7 +214,7 @@ class Case:
         connect = self.opener is None and key.scenario == "connect"
         own = (_BATON.sock,) if _BATON is not None else ()
         if connect:
-            ends = listen(key, self.loops)
+            ends = listen(key, self.loops, self.placement)
         elif key.threads > 1:
             if self.opener is not None:
                 raise CaseFailed("threads > 1 needs a local peer (not --remote)")
@@ -227,7 +230,8 @@ class Case:
             _CASE_META.update(self.ends.meta)
             return
         else:
-            opener = self.opener or partial(open_local, start_peer=partial(fork_peer, own=own))
+            opener = self.opener or partial(open_local, start_peer=partial(fork_peer, own=own),
+                                            placement=self.placement)
             ends = open_ends(key, opener, self.loops)
         # Owned from here: a failure below still closes the ends.
         self.ends, self.unit = ends, unit_for(key, ends)
