@@ -60,6 +60,13 @@ sndbuf, rcvbuf     int    effective SO_SNDBUF / SO_RCVBUF of the measured
                           it doubles a request, capped at net.core.w/rmem_max)
 peer_sndbuf,       int    the same of the peer's end (local peers; with
 peer_rcvbuf               sockbuf > 0 only)
+warm_up            float  seconds a stream case over a connection ran, untimed,
+                          before its first value (schema 2; absent: none)
+placement          str    ``apart`` (measured side and peer pinned to a CPU
+                          each) or ``os`` (the kernel's placement); with
+                          ``measured_cpus`` (the measured process's CPUs)
+                          and ``peer_cpu`` (``any``: not pinned); schema 1
+                          reports pinned apart and lack these keys
 sockbuf_capped     int    1 when the kernel granted less than asked for
                           (sockbuf above net.core.wmem_max or rmem_max:
                           granted = 2 x the cap); sockbuf > 0 only

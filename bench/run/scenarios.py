@@ -55,6 +55,13 @@ CASE_TIMEOUT = 5.0
 LOSS_TIMEOUT = 0.2
 # Interval between two end-of-stream datagrams (seconds).
 END_RESEND = 0.0005
+# How long a stream case over a connection (TCP, Unix stream) runs before
+# its first timed call (seconds), as iperf3's --omit: a fresh pair of
+# processes placed by the kernel reached its steady rate only after
+# 100-200 ms here (tcp4 64 KiB: 1,650 MB/s at the second 10 ms value,
+# 2,050 at the 5th to 8th, 2,660 from the 17th on; 64 B: 45 -> 55 MB/s),
+# while pyperf's one 10 ms warm-up left every worker in that ramp.
+WARM_UP = 0.15
 
 
 class Extras:
@@ -279,6 +286,27 @@ class Connect(Unit):
         extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
         self.span = (t0, t1)
         return t1 - t0
+
+
+def warms_up(key: CaseKey) -> bool:
+    """Whether the case streams over a connection (see :data:`WARM_UP`)."""
+    return key.scenario == "stream" and key.transport not in DGRAM_TRANSPORTS
+
+
+def warm_up(unit: Unit, seconds: float = WARM_UP) -> int:
+    """Run ``unit``'s calls, untimed, for about ``seconds``: from 8 loops
+    up, doubling, then what fills the rest at the rate seen.  Returns the
+    loops run (counted nowhere else)."""
+    loops, done, spent = 8, 0, 0.0
+    while spent < seconds:
+        t0 = time.perf_counter()
+        unit.time_loops(loops, Extras())
+        took = time.perf_counter() - t0
+        spent += took
+        done += loops
+        left = seconds - spent
+        loops = max(1, min(2 * loops, int(loops * left / took) if took > 0 else 2 * loops))
+    return done
 
 
 def unit_for(key: CaseKey, ends: Ends) -> Unit:

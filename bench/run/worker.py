@@ -54,7 +54,7 @@ from bench.run.ends import CaseFailed, Ends, Opener, fork_peer, listen, open_end
 from bench.run.eventloop import Handler, hand_over, wrap, wrap_group
 from bench.run.matrix import ASYNC_IMPLS
 from bench.run.peer import PeerError, cpu_seconds
-from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
+from bench.run.scenarios import CASE_TIMEOUT, WARM_UP, Extras, Unit, unit_for, warm_up, warms_up
 from bench.run.threads import LoopGroup, open_group, threaded_unit
 
 # A lockstep worker's baton (``run --base-python``, bench.run.lockstep):
@@ -205,6 +205,7 @@ class Case:
         self.group: list[Ends] = []
         self.unit: Unit | None = None
         self._watch: Handler = self._on_sigchld  # the SIGCHLD handler of a timed call
+        self._warm = warms_up(key)  # see bench.run.scenarios.WARM_UP
 
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -276,6 +277,14 @@ class Case:
         # end the peer themselves and must not be interrupted by its death.
         assert self.unit is not None
         extras = _ACTIVE if _ACTIVE is not None else Extras()  # none: kept nowhere
+        if self._warm:  # once, in the first call's turn, watched, before its clock
+            self._warm = False
+            old = signal.signal(signal.SIGCHLD, self._watch)
+            try:
+                warm_up(self.unit)
+            finally:
+                signal.signal(signal.SIGCHLD, old)
+            _CASE_META["warm_up"] = WARM_UP
         pid = self.ends.peer.pid if self.ends is not None and self.ends.peer is not None else -1
         # the local peer's CPU time, read outside the timed region
         before = cpu_seconds(pid) if pid > 0 else None
