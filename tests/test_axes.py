@@ -499,3 +499,25 @@ def test_crosscheck_places_the_tools_as_the_suite() -> None:
         assert X.tool_cpus(w) == (None, None)
         _, client = XT.tool_command(w, 5201, 1, X.tool_cpus(w), "feed")
         assert "-A" not in client
+
+
+def test_a_stream_case_warms_up_untimed_and_says_so() -> None:
+    from bench.run import scenarios as S
+
+    key = CaseKey("stream", "unix-stream", "blocking", 1024, fastsock.IMPLEMENTATION)
+    affinity = os.sched_getaffinity(0)
+    hook = _worker.StatsHook()
+    case = _worker.Case(key)
+    try:
+        t0 = time.perf_counter()
+        assert case.time_func(10) > 0
+        assert time.perf_counter() - t0 >= S.WARM_UP  # the warm-up ran, in the first call
+        assert hook.msgs == 10  # and counted nowhere
+        meta: dict[str, object] = {}
+        hook.teardown(meta)
+        assert meta["warm_up"] == S.WARM_UP
+    finally:
+        case.close()
+        os.sched_setaffinity(0, affinity)
+    assert not S.warms_up(CaseKey("pingpong", "tcp4", "blocking", 64, "cython"))
+    assert not S.warms_up(CaseKey("stream", "udp4", "blocking", 64, "cython"))
