@@ -188,7 +188,11 @@ class AsyncConn:
     """
 
     def __init__(self, sock: socket.socket, event_loop: str = "asyncio",
-                 api: str = "streams", timeout: float = DEFAULT_TIMEOUT) -> None:
+                 api: str = "streams", timeout: float = DEFAULT_TIMEOUT,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop``: an event loop of ``event_loop``'s kind to share with
+        other connections (:class:`AsyncGroup`), which then owns it (this
+        connection's :meth:`close` leaves it open); None: a loop of its own."""
         check_stream(sock, 1)
         timeout = check_timeout(timeout)
         if api not in APIS:
@@ -196,9 +200,12 @@ class AsyncConn:
         self.sock = sock
         self.api = api
         self.kind = event_loop
-        self.loop = new_event_loop(event_loop)
+        self._owns_loop = loop is None
+        self.loop = new_event_loop(event_loop) if loop is None else loop
         self.event_loop = describe(self.loop)
-        self.loop.set_exception_handler(self._on_loop_error)
+        self._closed = False
+        if self._owns_loop:
+            self.loop.set_exception_handler(self._on_loop_error)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -223,7 +230,7 @@ class AsyncConn:
 
     @property
     def closed(self) -> bool:
-        return self.loop.is_closed()
+        return self._closed or self.loop.is_closed()
 
     def __enter__(self) -> AsyncConn:
         return self
@@ -250,6 +257,12 @@ class AsyncConn:
                     timeout: float = DEFAULT_TIMEOUT, pattern: bool = False) -> int:
         """Send ``count`` messages of ``size`` bytes; returns the bytes sent."""
         timeout = self._check(sock, size, count, mode, timeout)
+        return self._run(self._send_body(count, size, pattern), timeout)  # type: ignore[no-any-return]
+
+    def _send_body(self, count: int, size: int, pattern: bool
+                   ) -> Callable[[_Watchdog], Coroutine[Any, Any, int]]:
+        """The coroutine function of a checked :meth:`stream_send`."""
+        sock = self.sock
         pat = memoryview(pattern_buffer(size)) if pattern else None
         if self.api == "streams":
             writer = self.writer
@@ -282,7 +295,7 @@ class AsyncConn:
                     await sendall(sock, msg)
                     dog.progress = i
                 return count * size
-        return self._run(body, timeout)  # type: ignore[no-any-return]
+        return body
 
     def stream_pingpong(self, sock: socket.socket, count: int, size: int, mode: str,
                         timeout: float = DEFAULT_TIMEOUT, samples: Any = None,
@@ -290,6 +303,13 @@ class AsyncConn:
         """``count`` round trips of ``size`` bytes; returns ``count``."""
         timeout = self._check(sock, size, count, mode, timeout)
         out = check_samples(samples, count)
+        return self._run(self._pingpong_body(count, size, out, pattern),  # type: ignore[no-any-return]
+                         timeout)
+
+    def _pingpong_body(self, count: int, size: int, out: Any, pattern: bool
+                       ) -> Callable[[_Watchdog], Coroutine[Any, Any, int]]:
+        """The coroutine function of a checked :meth:`stream_pingpong`."""
+        sock = self.sock
         pat = memoryview(pattern_buffer(size)) if pattern else None
         now = _now_ns
         if self.api == "streams":
@@ -347,7 +367,7 @@ class AsyncConn:
                         raise _mismatch(rbuf, msg, i * size)
                     dog.progress = i
                 return count
-        return self._run(body, timeout)  # type: ignore[no-any-return]
+        return body
 
     # ------------------------------------------------------------ running
 
@@ -384,22 +404,18 @@ class AsyncConn:
         # A callback failed outside the running call (a transport's, say):
         # end the call with it, in one line, rather than print a traceback
         # and carry on.  Outside a call (closing), it is dropped.
-        exc = context.get("exception")
-        text = context.get("message", "")
-        if exc is not None:
-            what = f"{type(exc).__name__}: {exc}"
-            text = f"{text}: {what}" if text else what
-        line = " ".join(str(text).split()) or "unknown event loop error"
-        if isinstance(exc, OSError):
-            self.abort(exc)
-        else:
-            self.abort(EventLoopError(line))
+        self.abort(_loop_error(context))
 
     def close(self) -> None:
-        """Close the streams, the socket and the loop; idempotent, bounded
-        by ``CLOSE_TIMEOUT`` per step."""
+        """Close the streams, the socket and the loop (a shared loop stays
+        open: its group closes it); idempotent, bounded by
+        ``CLOSE_TIMEOUT`` per step."""
         loop = self.loop
-        if loop.is_closed():
+        if self._closed:
+            return
+        self._closed = True
+        if loop.is_closed():  # a group's loop, closed before this connection
+            self.sock.close()
             return
         writer = self.writer
 
@@ -423,11 +439,136 @@ class AsyncConn:
 
         try:
             loop.run_until_complete(closing())
-            loop.run_until_complete(loop.shutdown_asyncgens())
+            if self._owns_loop:
+                loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             self.reader = self.writer = None
-            loop.close()
+            if self._owns_loop:
+                loop.close()
             self.sock.close()  # the streams' transport closed it already: a no-op then
+
+
+class AsyncGroup:
+    """N connections on one event loop, driven together: what an event-loop
+    program does with N clients (one loop, a task each), where the twins
+    would need a thread each.
+
+    ``AsyncGroup(socks, "asyncio", "sock")`` makes the loop and an
+    :class:`AsyncConn` per socket on it.  :meth:`stream_send` and
+    :meth:`stream_pingpong` take a list of sockets (the group's, in order)
+    and run the connections' calls as one task (``asyncio.gather``) under
+    one watchdog, so a call ends when every connection is done; their
+    checks, errors and bounds are :class:`AsyncConn`'s (a stall of any
+    connection stops the group's progress).  :meth:`close` closes every
+    connection, then the loop.
+    """
+
+    def __init__(self, socks: list[socket.socket], event_loop: str = "asyncio",
+                 api: str = "streams", timeout: float = DEFAULT_TIMEOUT) -> None:
+        if not socks:
+            raise ValueError("a group needs at least one socket")
+        self.loop = new_event_loop(event_loop)
+        self.event_loop = describe(self.loop)
+        self.loop.set_exception_handler(self._on_loop_error)
+        self.conns: list[AsyncConn] = []
+        self._task: asyncio.Task[Any] | None = None
+        self._abort: BaseException | None = None
+        try:
+            for sock in socks:
+                self.conns.append(AsyncConn(sock, event_loop, api, timeout, loop=self.loop))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
+    def _checked(self, socks: list[socket.socket], size: object, count: object, mode: object,
+                 timeout: object) -> float:
+        if len(socks) != len(self.conns):
+            raise ValueError(f"{len(socks)} sockets for a group of {len(self.conns)}")
+        out = 0.0
+        for conn, sock in zip(self.conns, socks):
+            out = conn._check(sock, size, count, mode, timeout)
+        return out
+
+    def stream_send(self, socks: list[socket.socket], count: int, size: int, mode: str,
+                    timeout: float = DEFAULT_TIMEOUT, pattern: bool = False) -> int:
+        """Each connection sends ``count`` messages of ``size`` bytes, all
+        at once; returns the bytes sent by all."""
+        timeout = self._checked(socks, size, count, mode, timeout)
+        bodies = [c._send_body(count, size, pattern) for c in self.conns]
+        return sum(self._run(bodies, timeout))
+
+    def stream_pingpong(self, socks: list[socket.socket], count: int, size: int, mode: str,
+                        timeout: float = DEFAULT_TIMEOUT, samples: Any = None,
+                        pattern: bool = False) -> int:
+        """Each connection makes ``count`` round trips, all at once;
+        ``samples``: None or a buffer per connection.  Returns ``count``."""
+        timeout = self._checked(socks, size, count, mode, timeout)
+        outs = [check_samples(s, count) for s in (samples or [None] * len(self.conns))]
+        bodies = [c._pingpong_body(count, size, out, pattern)
+                  for c, out in zip(self.conns, outs)]
+        self._run(bodies, timeout)
+        return count
+
+    def _run(self, bodies: list[Callable[[_Watchdog], Coroutine[Any, Any, int]]],
+             timeout: float) -> list[int]:
+        loop = self.loop
+        dog = _Watchdog(loop, timeout)
+
+        async def together() -> list[int]:
+            return list(await asyncio.gather(*(body(dog) for body in bodies)))
+
+        task = loop.create_task(together())
+        dog.watch(task)
+        self._task, self._abort = task, None
+        try:
+            return loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            if self._abort is not None:
+                raise self._abort from None
+            if dog.expired:
+                raise timed_out() from None
+            raise
+        finally:
+            dog.close()
+            self._task = None
+            if not task.done():  # left by an exception from outside (Ctrl-C)
+                task.cancel()
+
+    def abort(self, exc: BaseException) -> None:
+        """End the running call with ``exc`` (see :meth:`AsyncConn.abort`)."""
+        if self._task is not None and not self._task.done() and self._abort is None:
+            self._abort = exc
+            self._task.cancel()
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self.abort(_loop_error(context))  # as AsyncConn's
+
+    def close(self) -> None:
+        """Close every connection, then the loop; idempotent."""
+        if self.loop.is_closed():
+            return
+        try:
+            for conn in self.conns:
+                conn.close()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+
+def _loop_error(context: dict[str, Any]) -> BaseException:
+    """An event loop's error context as one exception: its OSError as is,
+    anything else an EventLoopError of one line."""
+    exc = context.get("exception")
+    text = context.get("message", "")
+    if exc is not None:
+        what = f"{type(exc).__name__}: {exc}"
+        text = f"{text}: {what}" if text else what
+    line = " ".join(str(text).split()) or "unknown event loop error"
+    return exc if isinstance(exc, OSError) else EventLoopError(line)
 
 
 async def _flush(writer: asyncio.StreamWriter) -> None:

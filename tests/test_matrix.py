@@ -33,16 +33,30 @@ def all_cases(preset: str = "full", **sel: Any) -> list[CaseKey]:
 
 
 def parse_name(name: str) -> CaseKey:
-    """The grammar, read back: scenario/transport/mode/size/impl[/batchN]."""
+    """The grammar, read back: scenario/transport/mode/size/impl, then
+    [/batchN][/sockbufN][/threadsN][/nodelay-on], each only off its default."""
     fields = name.split("/")
     scenario, transport, mode, size, impl = fields[:5]
-    batch = 1
-    if len(fields) == 6:
-        assert fields[5].startswith("batch") and fields[5] != "batch1", name
-        batch = int(fields[5][len("batch"):])
-    else:
-        assert len(fields) == 5, name
-    return CaseKey(scenario, transport, mode, int(size), impl, batch)
+    extra: dict[str, int] = {"batch": 1, "sockbuf": 0, "threads": 1}
+    nodelay = False
+    rest = fields[5:]
+    for suffix in ("batch", "sockbuf", "threads"):
+        if rest and rest[0].startswith(suffix):
+            value = int(rest.pop(0)[len(suffix):])
+            assert value != extra[suffix], name  # a default is never spelled out
+            extra[suffix] = value
+    if rest and rest[0] == "nodelay-on":
+        rest.pop(0)
+        nodelay = True
+    assert not rest, name
+    return CaseKey(scenario, transport, mode, int(size), impl, extra["batch"],
+                   sockbuf=extra["sockbuf"], threads=extra["threads"], nodelay=nodelay)
+
+
+def suffixes(key: CaseKey) -> list[str]:
+    """The name's fields after impl, in the grammar's order."""
+    return ([f"batch{key.batch}"] * (key.batch != 1) + [f"sockbuf{key.sockbuf}"] * bool(key.sockbuf)
+            + [f"threads{key.threads}"] * (key.threads != 1) + ["nodelay-on"] * key.nodelay)
 
 
 def plan(argv: list[str]) -> R.Plan:
@@ -67,9 +81,8 @@ def test_every_name_follows_the_grammar_and_round_trips(preset: str) -> None:
     cases = all_cases(preset)
     for key in cases:
         fields = key.name.split("/")
-        batch = [] if key.batch == 1 else [f"batch{key.batch}"]
         assert fields == [key.scenario, key.transport, key.mode, str(key.size), key.impl,
-                          *batch]
+                          *suffixes(key)]
         assert parse_name(key.name) == key
         assert key.scenario in M.SCENARIOS and key.transport in M.TRANSPORTS
         assert key.mode in M.MODES and key.impl in M.IMPLS
@@ -87,11 +100,15 @@ def test_metadata_carries_every_field_of_the_name() -> None:
         }
         assert isinstance(meta["size"], int)
         assert meta["batch"] == key.batch and isinstance(meta["batch"], int)
+        for axis in ("sockbuf", "threads", "nodelay"):
+            assert meta[axis] == getattr(key, axis) and isinstance(meta[axis], int)
         assert isinstance(meta["fastsock_schema"], int) and meta["fastsock_schema"] >= 1
         # the name is built from the metadata, never the other way round
         assert parse_name(key.name) == CaseKey(meta["scenario"], meta["transport"],
                                                meta["mode"], meta["size"], meta["impl"],
-                                               meta["batch"])
+                                               meta["batch"], sockbuf=meta["sockbuf"],
+                                               threads=meta["threads"],
+                                               nodelay=bool(meta["nodelay"]))
 
 
 def test_the_matrix_is_the_full_product() -> None:

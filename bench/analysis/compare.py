@@ -44,7 +44,8 @@ RUN_KEYS = ("interleaved", "interleaved_side")
 DIFFERS_KEYS = tuple(k for k in FINGERPRINT_KEYS
                      if k not in MACHINE_KEYS + VOLATILE_KEYS + RUN_KEYS)
 # Benchmark metadata that changes what a case measures without changing its key.
-CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded")
+CASE_CONTEXT_KEYS = ("peer_impl", "tcp_nodelay", "sndbuf", "rcvbuf", "fastsock_loaded",
+                     "placement")
 # Where an impl came from (bench.run.impls): a change is what a comparison of
 # an impl from commit to commit is about; compared only where both reports
 # have it (older reports do not).

@@ -8,14 +8,20 @@ metadata.  Every consumer (compare, plot, report) reads a case's fields from
 metadata, never from its name, and goes through :func:`load_report`, which
 turns every way a file can be wrong into one :class:`ReportError` line.
 
-Schema (``fastsock_schema`` = 1)
+Schema (``fastsock_schema`` = 2)
 --------------------------------
-Benchmark metadata (the same in every run of a benchmark):
+Benchmark metadata (the same in every run of a benchmark).  Schema 2 added
+the case fields ``sockbuf``, ``threads`` and ``nodelay`` (and the set-up
+facts and run metadata that go with them); a schema 1 report reads as
+their defaults (:data:`FIELD_DEFAULTS`), which are what schema 1 measured,
+so old and new reports compare case by case.
 
 =================  =====  ==================================================
 key                type   meaning
 =================  =====  ==================================================
-name               str    ``scenario/transport/mode/size/impl``
+name               str    ``scenario/transport/mode/size/impl``, then
+                          ``/batchN``, ``/sockbufN``, ``/threadsN``,
+                          ``/nodelay-on`` for each field off its default
 unit               str    ``second`` (pyperf's value, lower is better)
 scenario           str    ``stream`` (throughput), ``pingpong`` (RTT) or
                           ``connect`` (connections set up and torn down)
@@ -37,6 +43,16 @@ impl_dist_version  str    that distribution's version
 impl_version       str    the module's ``__version__``, when it has one
                           (the impl_* keys: absent in older reports)
 batch              int    datagrams per syscall (1 when absent: schema 1)
+sockbuf            int    SO_SNDBUF and SO_RCVBUF asked of both ends before
+                          they connect, bytes; 0: the kernel's defaults
+                          (and autotuning), as in schema 1
+threads            int    connections, each driven by its own thread of the
+                          measured process (event loops: N connections on
+                          one loop); 1 as in schema 1
+nodelay            int    1 when a stream sender over TCP ran with
+                          TCP_NODELAY on (``--nodelay on``); 0 otherwise,
+                          including pingpong, which always sets it (see
+                          tcp_nodelay)
 peer_impl          str    the peer's implementation (absent for connect,
                           which plays both ends itself)
 peer_batch         int    datagrams per receive call of the peer (datagram
@@ -50,7 +66,21 @@ tcp_nodelay        int    1 when TCP_NODELAY was set (pingpong over TCP)
 event_loop         str    event-loop impls only: asyncio's loop class and
                           selector (``asyncio _UnixSelectorEventLoop/
                           EpollSelector``) or ``uvloop <version>``
-sndbuf, rcvbuf     int    effective SO_SNDBUF / SO_RCVBUF, bytes
+sndbuf, rcvbuf     int    effective SO_SNDBUF / SO_RCVBUF of the measured
+                          end after set-up, bytes (what the kernel granted:
+                          it doubles a request, capped at net.core.w/rmem_max)
+peer_sndbuf,       int    the same of the peer's end (local peers; with
+peer_rcvbuf               sockbuf > 0 only)
+warm_up            float  seconds a stream case over a connection ran, untimed,
+                          before its first value (schema 2; absent: none)
+placement          str    ``apart`` (measured side and peer pinned to a CPU
+                          each) or ``os`` (the kernel's placement); with
+                          ``measured_cpus`` (the measured process's CPUs)
+                          and ``peer_cpu`` (``any``: not pinned); schema 1
+                          reports pinned apart and lack these keys
+sockbuf_capped     int    1 when the kernel granted less than asked for
+                          (sockbuf above net.core.wmem_max or rmem_max:
+                          granted = 2 x the cap); sockbuf > 0 only
 interleaved        str    id shared by the two reports of one ``run
                           --base-python`` (absent otherwise)
 interleaved_side   str    ``base`` or ``new`` in such a run
@@ -61,25 +91,36 @@ interleaved_side   str    ``base`` or ``new`` in such a run
 
 pyperf's value: seconds per message (stream), seconds per round trip
 (pingpong), elapsed / *delivered* datagrams (datagram stream: never the send
-rate), seconds per connection (connect).  Derived when shown: MB/s = size /
+rate), seconds per connection (connect).  With ``threads`` N > 1: stream,
+wall time per message delivered over all N connections together (so MB/s
+is the aggregate); pingpong, the mean over connections of each one's time
+per round trip (the RTT a connection sees; N / value is round trips per
+second over all).  Derived when shown: MB/s = size /
 value / 1e6, msg/s = 1 / value, conn/s = 1 / value.
 
 Run metadata (one pyperf run = one worker process; calibration runs have
 no values and are ignored):
 
-=============  =====  =====================================================
-cpu_per_msg    float  measured side's CPU time (user + system) per message,
-                      round trip or connection (connect: both ends), seconds
-sent           int    datagrams sent (datagram stream)
-delivered      int    datagrams the peer received (datagram stream)
-loss           float  1 - delivered / sent (datagram stream); lost round
-                      trips / rounds (datagram pingpong)
-rtt_p50 ...    float  rtt_p50, rtt_p90, rtt_p99, rtt_p999: round-trip time
-                      percentiles over that process's timed round trips, s
-lockstep_slot  int    runs of ``run --base-python`` in lockstep only: the
-                      slot, shared by the base's and the candidate's run
-                      that took turns value by value (compare pairs them)
-=============  =====  =====================================================
+================  =====  =====================================================
+cpu_per_msg       float  measured side's CPU time (user + system) per message,
+                         round trip or connection (connect: both ends), seconds;
+                         with threads: the whole process's, per message or
+                         round trip of all its connections together
+cpu_use           float  measured process's CPU time / wall time over its
+                         timed calls: 1.0 is one CPU's worth (schema 2)
+peer_cpu_per_msg  float  the local peer process's CPU time (all its threads)
+                         per message or round trip over the timed calls,
+                         seconds (schema 2; absent for remote peers)
+sent              int    datagrams sent (datagram stream)
+delivered         int    datagrams the peer received (datagram stream)
+loss              float  1 - delivered / sent (datagram stream); lost round
+                         trips / rounds (datagram pingpong)
+rtt_p50 ...       float  rtt_p50, rtt_p90, rtt_p99, rtt_p999: round-trip time
+                         percentiles over that process's timed round trips, s
+lockstep_slot     int    runs of ``run --base-python`` in lockstep only: the
+                         slot, shared by the base's and the candidate's run
+                         that took turns value by value (compare pairs them)
+================  =====  =====================================================
 """
 
 from __future__ import annotations
@@ -89,12 +130,12 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyperf
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Reports larger than this are refused before parsing (bytes): a default
 # run is well under 10 MB; a larger file is not a fastsock report.
 MAX_REPORT_BYTES = 256 * 1024 * 1024
@@ -115,7 +156,10 @@ ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock
 # other name is an impl from outside fastsock (docs/impls.md).
 IDIOM_IMPLS = ("socket-sendall", "socket-recv", "socket-makefile", "socket-sendmsg")
 # Defaults for fields added after schema 1, so older reports still load.
-FIELD_DEFAULTS: dict[str, Any] = {"batch": 1}
+# Defaults for fields added after schema 1, so older reports still load
+# (what the older suite measured): batch 1, the kernel's socket buffers,
+# one connection, Nagle as the scenario always had it.
+FIELD_DEFAULTS: dict[str, Any] = {"batch": 1, "sockbuf": 0, "threads": 1, "nodelay": 0}
 FINGERPRINT_KEYS = (
     "cpu_model_name",
     "cpu_count",
@@ -151,14 +195,28 @@ class CaseKey:
     size: int
     impl: str
     batch: int = 1
+    # schema 2; the defaults are what schema 1 measured
+    sockbuf: int = 0  # bytes asked of SO_SNDBUF/SO_RCVBUF; 0: the kernel's
+    threads: int = 1  # connections, a thread each
+    nodelay: bool = False  # stream over TCP: the sender's TCP_NODELAY on
 
     @property
     def name(self) -> str:
-        base = f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/{self.impl}"
-        return base if self.batch == 1 else f"{base}/batch{self.batch}"
+        """The grammar: a suffix per field off its default, so schema 1's
+        names stay what they were."""
+        name = f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/{self.impl}"
+        if self.batch != 1:
+            name += f"/batch{self.batch}"
+        if self.sockbuf:
+            name += f"/sockbuf{self.sockbuf}"
+        if self.threads != 1:
+            name += f"/threads{self.threads}"
+        if self.nodelay:
+            name += "/nodelay-on"
+        return name
 
     def other_impl(self, impl: str) -> CaseKey:
-        return CaseKey(self.scenario, self.transport, self.mode, self.size, impl, self.batch)
+        return replace(self, impl=impl)
 
 
 @dataclass
@@ -225,13 +283,15 @@ def _case_from_benchmark(path: str, bench: pyperf.Benchmark) -> Case | None:
         )
     try:
         size = int(meta["size"])
-        batch = int(meta.get("batch", FIELD_DEFAULTS["batch"]))
+        extra = {k: int(meta.get(k, v)) for k, v in FIELD_DEFAULTS.items()}
     except (TypeError, ValueError):
         raise ReportError(
-            f"{path}: benchmark {bench.get_name()!r} has a non-integer size") from None
+            f"{path}: benchmark {bench.get_name()!r} has a non-integer size, batch,"
+            " sockbuf, threads or nodelay") from None
     key = CaseKey(
         str(meta["scenario"]), str(meta["transport"]), str(meta["mode"]), size,
-        str(meta["impl"]), batch,
+        str(meta["impl"]), extra["batch"], sockbuf=extra["sockbuf"],
+        threads=extra["threads"], nodelay=bool(extra["nodelay"]),
     )
     process_values: list[list[float]] = []
     run_meta: list[dict[str, Any]] = []

@@ -115,3 +115,66 @@ def where(fp: dict[str, Any]) -> str:
         parts.append(f"fastsock {fp['fastsock_version']}"
                      + (f" @ {str(commit)[:10]}" if commit and commit != "unknown" else ""))
     return " · ".join(parts)
+
+
+# ------------------------------------------------ the tuning axes (schema 2)
+
+
+def default_axes(key: CaseKey) -> bool:
+    """The case runs at the kernel's buffers, one connection, Nagle as the
+    scenario has it: what every figure by message size shows (the axes
+    have figures of their own)."""
+    return key.sockbuf == 0 and key.threads == 1 and not key.nodelay
+
+
+def fmt_sockbuf(sockbuf: int) -> str:
+    """A ``sockbuf`` as a person reads it: 'default' (the kernel's) or a size."""
+    from bench.analysis.units import fmt_size
+
+    return "default" if sockbuf == 0 else fmt_size(sockbuf)
+
+
+def axes_label(key: CaseKey) -> str:
+    """The case's axes off their defaults, e.g. 'sockbuf 4 KiB, 4 threads,
+    nodelay on'; '' for a case at its defaults."""
+    parts = []
+    if key.sockbuf:
+        parts.append(f"sockbuf {fmt_sockbuf(key.sockbuf)}")
+    if key.threads != 1:
+        parts.append(f"{key.threads} threads")
+    if key.nodelay:
+        parts.append("nodelay on")
+    return ", ".join(parts)
+
+
+def granted_buffers(case: Case) -> tuple[int, int] | None:
+    """(send, receive) buffer the kernel granted the measured end, bytes."""
+    snd, rcv = case.metadata.get("sndbuf"), case.metadata.get("rcvbuf")
+    return (int(snd), int(rcv)) if snd is not None and rcv is not None else None
+
+
+def capped_sockbufs(report: Report) -> list[str]:
+    """One line per socket buffer size asked for and capped by the kernel
+    (it grants at most twice net.core.wmem_max / rmem_max): a capped case
+    measured a smaller buffer than its name says, and must say so."""
+    from bench.analysis.units import fmt_size
+
+    capped: dict[int, list[Case]] = {}
+    for c in report.cases:
+        if c.key.sockbuf and c.metadata.get("sockbuf_capped"):
+            capped.setdefault(c.key.sockbuf, []).append(c)
+    lines = []
+    fp = report.fingerprint
+    caps = ", ".join(f"{k.replace('_', '.', 2)} = {fmt_size(int(fp[k]))}"
+                     for k in ("net_core_wmem_max", "net_core_rmem_max") if k in fp)
+    for sockbuf, cases in sorted(capped.items()):
+        grants = sorted({g for c in cases for g in (
+            c.metadata.get("sndbuf"), c.metadata.get("rcvbuf"),
+            c.metadata.get("peer_sndbuf"), c.metadata.get("peer_rcvbuf")) if g is not None})
+        granted = "/".join(fmt_size(int(g)) for g in grants)
+        lines.append(f"sockbuf {fmt_size(sockbuf)} asked ({len(cases)} case"
+                     f"{'s' if len(cases) != 1 else ''}): the kernel granted {granted}, "
+                     f"less than the {fmt_size(2 * sockbuf)} it grants below its cap"
+                     f"{' (' + caps + ')' if caps else ''}; "
+                     "raising the cap needs root (SO_SNDBUFFORCE is not used)")
+    return lines

@@ -278,3 +278,24 @@ def geometric_mean(ratios: Sequence[float]) -> float:
     if not ratios:
         raise ValueError("geometric mean of nothing")
     return math.exp(float(np.mean(np.log(np.asarray(ratios, dtype=float)))))
+
+
+def median_interval(values: Sequence[float], confidence: float = CONFIDENCE
+                    ) -> tuple[float, float, float] | None:
+    """The median's distribution-free interval: order statistics
+    ``x(r)`` and ``x(n+1-r)`` with the largest r for which the sign test
+    (Binomial(n, 1/2)) still covers ``confidence``.  Returns (low, high,
+    coverage), coverage being the exact one (>= ``confidence``); None when
+    ``n`` is too small for any such interval (n < 6 at 95%).  No
+    assumption about the values' distribution: what a few noisy paired
+    ratios on a shared machine need."""
+    xs = sorted(values)
+    n = len(xs)
+    best: tuple[float, float, float] | None = None
+    for r in range(1, n // 2 + 1):
+        tail = sum(math.comb(n, k) for k in range(r)) / 2**n  # P(B <= r - 1)
+        coverage = 1 - 2 * tail
+        if coverage < confidence:
+            break
+        best = (xs[r - 1], xs[n - r], coverage)
+    return best

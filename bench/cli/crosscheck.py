@@ -19,7 +19,6 @@ import sys
 from typing import Any
 
 from bench.cli.common import EXIT_FAILED, EXIT_OK, error
-from bench.crosscheck import check as X
 from bench.crosscheck import tools
 
 
@@ -54,8 +53,9 @@ def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"comma list of workloads (default: all): {names}")
     p.add_argument("-t", "--time", type=_positive(float), default=2.0, metavar="SECONDS",
                    help="each tool run's duration (iperf3/sockperf -t; default 2)")
-    p.add_argument("-r", "--repeat", type=_positive(int), default=3, metavar="N",
-                   help="alternating tool/suite runs per workload; medians shown (default 3)")
+    p.add_argument("-r", "--repeat", type=_positive(int), default=tools.REPEAT, metavar="N",
+                   help="alternating tool/suite pairs per workload; the median of the pairs'"
+                   f" ratios is shown with its 95%% interval (default {tools.REPEAT})")
     p.add_argument("-p", "--processes", type=_positive(int), default=4, metavar="N",
                    help="suite worker processes per run (default 4)")
     p.add_argument("--format", choices=("table", "json"), default="table",
@@ -93,6 +93,8 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    from bench.crosscheck import check as X  # numpy: only when it runs
 
     result = X.crosscheck(workloads, seconds=args.time, repeat=args.repeat,
                           processes=args.processes, progress=progress)

@@ -31,9 +31,11 @@ from functools import partial
 import fastsock
 from bench.analysis.report import load_report
 from bench.remote import client as _remote
+from bench.run import axes as A
 from bench.run import lockstep as _interleave
 from bench.run import matrix as M
 from bench.run import transports as T
+from bench.run.peer import PLACEMENTS
 from bench.run.runner import (
     GATE_PROCESSES,
     INHERIT,
@@ -73,6 +75,17 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                    "twins and asyncio-*; --full adds uvloop-* when installed; all: every one)")
     g.add_argument("--batch", help="datagrams per syscall of datagram stream cases, e.g. 1,32"
                    " (default: the preset's; > 1 is compiled only: sendmmsg)")
+    g.add_argument("--sockbuf", metavar="LIST",
+                   help="SO_SNDBUF and SO_RCVBUF asked of both ends, bytes, e.g."
+                   " 4k,64k,default,4m ('default': the kernel's; what it grants is recorded)")
+    g.add_argument("--threads", metavar="LIST",
+                   help="connections, each driven by its own thread, e.g. 1,2,4 (default 1)")
+    g.add_argument("--nodelay", metavar="on|off",
+                   help="stream over TCP: the sender's TCP_NODELAY (default off: Nagle on)")
+    g.add_argument("--placement", choices=PLACEMENTS, default="auto",
+                   help="where a case's two processes run: apart (a CPU each, pinned), os"
+                   " (the kernel's choice, as any program), auto (default: apart for spin,"
+                   " os otherwise)")
     g.add_argument("--remote", metavar="HOST:PORT",
                    help="measure against `fastsock-bench serve` there (TCP and UDP cases)")
     pre = p.add_mutually_exclusive_group()
@@ -128,7 +141,12 @@ def make_plan(args: argparse.Namespace) -> Plan:
         sizes=M.parse_sizes(args.size) if args.size else None,
         preset=args.preset,
         batches=M.parse_batches(args.batch) if args.batch else None,
+        axes=A.Axes(
+            sockbufs=A.parse_sockbufs(args.sockbuf) if args.sockbuf else None,
+            threads=A.parse_threads(args.threads) if args.threads else None,
+            nodelays=A.parse_nodelays(args.nodelay) if args.nodelay else None),
     )
+    _check_remote_axes(args)
     available = T.available()
     if getattr(args, "remote", None):  # the server's address family; no Unix
         available = _remote.transports(args.remote, args.transport)
@@ -140,13 +158,28 @@ def make_plan(args: argparse.Namespace) -> Plan:
                     explicit_transports=explicit, batching=_batching(),
                     explicit_scenarios=_named(args.scenario), explicit_modes=_named(args.mode))
     forward: list[str] = []
-    for flag in ("scenario", "transport", "mode", "size", "impl", "remote", "batch"):
+    for flag in ("scenario", "transport", "mode", "size", "impl", "remote", "batch",
+                 "sockbuf", "threads", "nodelay"):
         value = getattr(args, flag)
         if value:
             forward += [f"--{flag}", value]
     if args.preset != "default":
         forward.append(f"--{args.preset}")
+    if args.placement != "auto":
+        forward += ["--placement", args.placement]
     return Plan(sel, cases, forward)
+
+
+def _check_remote_axes(args: argparse.Namespace) -> None:
+    """--sockbuf and --threads need both ends here: the remote server makes
+    its end and its peer, one connection at the kernel's buffers."""
+    if not getattr(args, "remote", None):
+        return
+    sockbufs = A.parse_sockbufs(args.sockbuf) if args.sockbuf else ()
+    threads = A.parse_threads(args.threads) if args.threads else ()
+    if any(sockbufs) or any(n != 1 for n in threads):
+        raise M.MatrixError("--sockbuf and --threads are not available with --remote (the "
+                            "server's peer takes one connection at the kernel's buffers)")
 
 
 def _named(value: str | None) -> bool:
@@ -183,7 +216,8 @@ def worker_main(argv: list[str]) -> int:
     runner = make_runner(plan.forward)
     runner.parse_args(rest)
     for key in plan.cases:
-        case = Case(key, opener=partial(open_case, args.remote) if args.remote else None)
+        case = Case(key, opener=partial(open_case, args.remote) if args.remote else None,
+                    placement=args.placement)
         runner.bench_time_func(key.name, case.time_func, metadata=case_metadata(key))
     return 0
 
@@ -247,6 +281,7 @@ def main_run(argv: list[str]) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_remote_axes(args)
         remote = None
         if args.remote:  # find the server first; workers get its numeric address
             if args.token is not None:
@@ -289,7 +324,8 @@ def main_run(argv: list[str]) -> int:
             print(f"{PROG}: interrupted while checking impls; nothing measured",
                   file=sys.stderr)
             return 128 + signal.SIGINT
-    except (UsageError, M.MatrixError, _remote.RemoteError, _interleave.BaseError) as exc:
+    except (UsageError, M.MatrixError, A.AxisError, _remote.RemoteError,
+            _interleave.BaseError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     outcome = execute(args, plan, outputs, pargs, base)

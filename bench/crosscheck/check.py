@@ -4,12 +4,27 @@ Design note
 -----------
 A performance engineer trusts the suite's figures when they agree with the C
 tools on the workloads both can run.  For each such workload this module
-runs the tool and the suite's compiled case alternately (tool, suite, tool,
-suite, ...), takes the median of each over the repetitions, and shows the
-ratio suite/tool, flagged when it is off by more than :data:`AGREE` (5%):
-``DISAGREE`` when every back-to-back pair is off the same way, ``noisy``
-when the medians differ but the pairs do not all agree (on a loaded
-machine, runs of one tool differ by 2x: a 5% verdict needs quiet).
+runs the tool and the suite's compiled case back to back, :data:`REPEAT`
+pairs by default, the order alternating from pair to pair (tool then
+suite, suite then tool, ...) so that neither always runs second.  A pair's
+two runs share the machine's state, so the figure is the median of the
+per-pair ratios suite/tool, with its distribution-free 95% interval (the
+sign test's order statistics, :func:`bench.analysis.stats.median_interval`:
+no assumption about how a shared machine's noise is distributed; with 10
+pairs, the 2nd and 9th smallest ratios, 97.9% coverage).  Flagged when off
+by more than :data:`AGREE` (5%): ``DISAGREE`` when the interval lies
+wholly beyond it on one side, ``noisy`` when the median is beyond but the
+interval reaches back (on a loaded machine runs of one tool differ by 2x:
+a 5% verdict needs quiet).  With fewer than 6 pairs there is no interval:
+``DISAGREE`` then needs every pair off the same way.
+
+Work per CPU second: beside each figure, the CPU time (user + system) per
+unit of work of both ends, each from the kernel's accounting: per MB
+delivered (stream) or per round trip (ping-pong); the tools' client and
+server (:mod:`bench.crosscheck.tools`), the suite's measured side
+(``cpu_per_msg``) and its peer process (``peer_cpu_per_msg``).  Two
+programs at the same rate can differ in what the rate costs, and a rate
+limited by a busy machine shows it in neither figure.
 
 The pairs, chosen so that the two sides do the same work:
 
@@ -25,10 +40,13 @@ The pairs, chosen so that the two sides do the same work:
   own banner and strace say so).  Its iomux is used only with a feed file
   (``-f``), so the epoll rows give it one, plus ``--nonblocked``.
 
-Fairness: both tools get the CPUs the suite gives its two sides
-(:func:`bench.run.peer.choose_cpus`: measured side = client/sender, peer =
-server/receiver, each on its own CPU), iperf3 through ``-A``, sockperf
-through the affinity of its processes.  Figures: MB/s with MB = 10**6 B
+Fairness: both tools get the placement the suite gives its two sides
+(:func:`tool_cpus`; ``run --placement auto``): for these workloads (none
+spins) the kernel's, no pinning, as a user runs the tools; pinned CPUs, when
+a placement has them, go to iperf3 through ``-A`` and to sockperf through
+the affinity of its processes.  Placement is the largest single factor on a
+VM: ends pinned apart ran loopback TCP at 64 KiB at half the rate of the
+same ends placed by the kernel, iperf3 and the suite alike.  Figures: MB/s with MB = 10**6 B
 (iperf3's own ``-f M`` would be 2**20), RTT in µs (sockperf without
 ``--full-rtt`` prints half an RTT; the parser doubles an ``avg-latency``).
 
@@ -59,6 +77,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from bench.analysis.stats import median_interval
 from bench.analysis.units import MB, fmt_loss, usec
 from bench.crosscheck.tools import (
     WINDOW,
@@ -108,11 +127,40 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
     # messages), not the median the run summary shows (kept in extra).
     seconds, median = statistics.fmean(case.values), statistics.median(case.values)
     loss = case.run_mean("loss") if w.udp else None
+    # CPU time per unit of work: per byte (stream) or per round trip
+    per = 1 if w.scenario == "pingpong" else w.size
+    cpu: dict[str, float] = {}
+    for side, key in (("client", "cpu_per_msg"), ("server", "peer_cpu_per_msg")):
+        value = case.run_mean(key)
+        if value is not None:
+            cpu[f"cpu_{side}_per_unit"] = value / per
     if w.scenario == "pingpong":
         return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
-                      loss=loss, extra={"median": median})
+                      loss=loss, extra={"median": median, **cpu})
     return Figure(w.size / seconds / MB, loss=loss, extra={
-        "median": w.size / median / MB, "windows": [w.size / v / MB for v in case.values]})
+        "median": w.size / median / MB, "windows": [w.size / v / MB for v in case.values],
+        **cpu})
+
+
+def tool_cpus(w: Workload) -> tuple[int | None, int | None]:
+    """(client CPU, server CPU) for a workload's tool: where the suite's
+    run puts its measured side and its peer (``run --placement auto``:
+    the kernel's choice, no pinning, but for spin), so both run alike."""
+    from bench.run.peer import choose_cpus, placement_for
+
+    worker, peer = choose_cpus(placement_for("auto", w.mode))
+    return (min(worker) if worker else None, peer)
+
+
+def cpu_per_unit(fig: Figure, side: str) -> float | None:
+    """CPU seconds per byte (stream) or per round trip of one end of a
+    run: ``side`` "client" (sender, the suite's measured side) or "server"
+    (receiver or echo, the suite's peer)."""
+    given = fig.extra.get(f"cpu_{side}_per_unit")
+    if given is not None:
+        return float(given)
+    cpu, work = fig.extra.get(f"cpu_{side}"), fig.extra.get("work")
+    return float(cpu) / float(work) if cpu is not None and work else None
 
 
 # ------------------------------------------------------------ the check
@@ -125,6 +173,7 @@ class Row:
     suite_runs: list[Figure] = field(default_factory=list)
     command: str = ""
     error: str | None = None
+    loads: list[float] = field(default_factory=list)  # 1-minute load after each pair
 
     @staticmethod
     def _med(runs: list[Figure], attr: str) -> float | None:
@@ -138,8 +187,25 @@ class Row:
         return self._med(self.suite_runs, attr)
 
     def ratio(self, attr: str = "value") -> float | None:
+        """The median of the per-pair ratios suite/tool (``value``); of
+        another figure, the ratio of the medians (not every run has it)."""
+        if attr == "value":
+            pairs = self.paired()
+            return statistics.median(pairs) if pairs else None
         t, s = self.tool(attr), self.suite(attr)
         return s / t if t and s else None
+
+    def interval(self) -> tuple[float, float, float] | None:
+        """The median ratio's distribution-free 95% interval: (low, high,
+        exact coverage); None below 6 pairs."""
+        return median_interval(self.paired())
+
+    def cpu(self, who: str, side: str) -> float | None:
+        """Median over runs of CPU seconds per unit of work: ``who`` "tool"
+        or "suite", ``side`` "client" or "server" (see :func:`cpu_per_unit`)."""
+        runs = self.tool_runs if who == "tool" else self.suite_runs
+        vals = [v for v in (cpu_per_unit(r, side) for r in runs) if v is not None]
+        return statistics.median(vals) if vals else None
 
     def spread(self) -> float | None:
         """The larger of the two sides' (max - min) / median over the
@@ -158,14 +224,20 @@ class Row:
                 if t.value and s.value]
 
     def verdict(self) -> str | None:
-        """``ok`` (within AGREE), ``disagree`` (off by more, and every pair
-        off the same way), ``noisy`` (off by more in the medians, but not in
-        every pair: the runs' own spread hides it); None without figures."""
+        """``ok`` (the median ratio within AGREE), ``disagree`` (off by
+        more, and its interval wholly beyond AGREE on the same side; below
+        6 pairs: every pair off the same way), ``noisy`` (off by more, but
+        the interval reaches back: the runs' own spread hides it); None
+        without figures."""
         r = self.ratio()
         if r is None:
             return None
         if abs(r - 1) <= AGREE:
             return "ok"
+        ci = self.interval()
+        if ci is not None:
+            lo, hi, _ = ci
+            return "disagree" if lo > 1 + AGREE or hi < 1 - AGREE else "noisy"
         pairs = self.paired()
         if all(p > 1 + AGREE for p in pairs) or all(p < 1 - AGREE for p in pairs):
             return "disagree"
@@ -200,26 +272,32 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
                progress: Callable[[str], None] = lambda s: None,
                path: str | None = None) -> Result:
     """Run each workload's tool and suite case alternately, ``repeat`` times."""
-    from bench.run.peer import choose_cpus
-
-    worker, peer = choose_cpus()
-    cpus = (min(worker) if worker else None, peer)
     missing = set(missing_tools(path))
-    result = Result([], [], seconds, repeat, processes, cpus, os.getloadavg())
+    result = Result([], [], seconds, repeat, processes, (None, None), os.getloadavg())
     for w in workloads:
         if w.tool in missing:
             result.skipped.append(f"{w.name}: {w.tool} is not installed")
             continue
+        cpus = tool_cpus(w)
+        result.cpus = cpus
         row = Row(w, command=" ".join(tool_command(w, 0, seconds, cpus, "FEED")[1])
                   .replace("-p 0", "-p PORT"))
         result.rows.append(row)
         suite_timeout = 60.0 + 15.0 * processes
         try:
             for k in range(1, repeat + 1):
-                progress(f"[{w.name} {k}/{repeat}] {w.tool}")
-                row.tool_runs.append(run_tool(w, seconds, cpus))
-                progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
-                row.suite_runs.append(run_suite(w, processes, suite_timeout))
+                # the order alternates: neither side always runs second
+                for side in ("tool", "suite") if k % 2 else ("suite", "tool"):
+                    if side == "tool":
+                        progress(f"[{w.name} {k}/{repeat}] {w.tool}")
+                        tool_run = run_tool(w, seconds, cpus)
+                    else:
+                        progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
+                        suite_run = run_suite(w, processes, suite_timeout)
+                # appended together: the two lists stay aligned pair by pair
+                row.tool_runs.append(tool_run)
+                row.suite_runs.append(suite_run)
+                row.loads.append(os.getloadavg()[0])
         except CrosscheckError as exc:
             row.error = str(exc)
     result.load_after = os.getloadavg()
@@ -255,7 +333,34 @@ def _detail(row: Row) -> str:
     return "; ".join(parts)
 
 
-_FLAGS = {"ok": "ok", "disagree": "DISAGREE >5%", "noisy": "noisy (>5%, not in every run)"}
+_FLAGS = {"ok": "ok", "disagree": "DISAGREE >5%", "noisy": "noisy (>5%, interval reaches back)"}
+
+
+def _where(cpus: tuple[int | None, int | None]) -> str:
+    if cpus == (None, None):
+        return "both ends where the kernel puts them (no pinning), tools and suite alike"
+    return f"client/sender on CPU {cpus[0]}, server/peer on CPU {cpus[1]}"
+
+
+def _interval(row: Row) -> str:
+    ci = row.interval()
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "-"
+
+
+def _cpu(row: Row) -> str:
+    """CPU time per unit of work, tool's client+server / suite's measured
+    side+peer: µs per MB delivered (stream) or per round trip."""
+    w = row.workload
+    scale, unit, digits = (1e6, "µs/rt", 2) if w.scenario == "pingpong" else (1e6 * MB, "µs/MB", 0)
+
+    def pair(who: str) -> str:
+        vals = [row.cpu(who, side) for side in ("client", "server")]
+        return "+".join(f"{v * scale:,.{digits}f}" if v is not None else "?" for v in vals)
+
+    if all(row.cpu(who, side) is None for who in ("tool", "suite")
+           for side in ("client", "server")):
+        return "-"
+    return f"{pair('tool')} / {pair('suite')} {unit}"
 
 
 def render_table(res: Result) -> str:
@@ -263,7 +368,7 @@ def render_table(res: Result) -> str:
         return "/".join(f"{x:.2f}" for x in t)
 
     head = ("workload", "tool", "tool figure", "suite case", "suite figure", "suite/tool",
-            "flag", "spread", "tool/suite detail")
+            "95% interval", "flag", "spread", "CPU tool / suite", "tool/suite detail")
     lines: list[tuple[str, ...]] = []
     for row in res.rows:
         w, ratio = row.workload, row.ratio()
@@ -271,19 +376,23 @@ def render_table(res: Result) -> str:
         flag = "ERROR" if row.error and ratio is None else _FLAGS.get(verdict or "", "-")
         spread = row.spread()
         lines.append((w.name, w.tool, _fig(w, row.tool()), w.case, _fig(w, row.suite()),
-                      f"{ratio:.3f}" if ratio is not None else "-", flag,
-                      f"{100 * spread:.0f}%" if spread is not None else "-", _detail(row)))
+                      f"{ratio:.3f}" if ratio is not None else "-", _interval(row), flag,
+                      f"{100 * spread:.0f}%" if spread is not None else "-", _cpu(row),
+                      _detail(row)))
     widths = [max(len(h), *(len(ln[i]) for ln in lines)) if lines else len(h)
               for i, h in enumerate(head)]
     out = [
-        f"crosscheck: medians of {res.repeat} alternating runs (tool {res.seconds:g} s,"
-        f" suite -p {res.processes}); client/sender on CPU {res.cpus[0]},"
-        f" server/peer on CPU {res.cpus[1]}; load average {load(res.load_before)}"
-        f" before, {load(res.load_after)} after",
-        "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT; suite: mean"
-        " over pyperf values (as the tools average); flag when suite/tool is off by > 5%;"
-        " DISAGREE when every tool/suite pair is off the same way, noisy when not;"
-        " spread: (max - min) / median of one side's runs",
+        f"crosscheck: {res.repeat} alternating tool/suite pairs per workload (tool"
+        f" {res.seconds:g} s, suite -p {res.processes}); {_where(res.cpus)};"
+        f" load average {load(res.load_before)} before, {load(res.load_after)} after",
+        "MB = 10^6 B; stream: delivered (receiver) rate; pingpong: mean RTT; figures: medians"
+        " over runs; suite: mean over pyperf values (as the tools average); suite/tool: the"
+        " median of the per-pair ratios, with its sign-test 95% interval (order statistics,"
+        " no distribution assumed); flag when it is off by > 5%: DISAGREE when the interval"
+        " is wholly beyond, noisy when not; spread: (max - min) / median of one side's runs",
+        "CPU tool / suite: CPU time (user + system) of sender+receiver (ping-pong:"
+        " client+echo) per MB delivered or per round trip: the tool's client and server,"
+        " the suite's measured side and its peer process",
         f"detail (tool/suite): pingpong p50 RTT; TCP stream q{100 * WINDOW_Q:.0f} of short"
         f" windows (iperf3 -i {WINDOW:g} intervals, pyperf values): what each reaches when"
         " the machine leaves it alone",
@@ -314,7 +423,15 @@ def render_json(res: Result) -> str:
             "workload": w.name, "tool": w.tool, "tool_command": row.command,
             "suite_case": w.case, "unit": unit,
             "tool_figure": row.tool(), "suite_figure": row.suite(), "ratio": row.ratio(),
+            "interval": list(row.interval() or ()) or None,
             "verdict": row.verdict(), "disagree": row.disagrees(), "paired": row.paired(),
+            "cpu_unit": "seconds per round trip" if w.scenario == "pingpong"
+            else "seconds per byte",
+            "tool_cpu_client": row.cpu("tool", "client"),
+            "tool_cpu_server": row.cpu("tool", "server"),
+            "suite_cpu_client": row.cpu("suite", "client"),
+            "suite_cpu_server": row.cpu("suite", "server"),
+            "loads": row.loads,
             "spread": row.spread(), "tool_p50": row.tool("p50"),
             "suite_p50": row.suite("p50"), "tool_loss": row.tool("loss"),
             "suite_loss": row.suite("loss"),

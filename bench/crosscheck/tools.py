@@ -11,6 +11,14 @@ timeout, stops the server by pid in a ``finally``, and parses the output into a
 :class:`Figure`: MB/s with MB = 10**6 B (iperf3's own ``-f M`` would be
 2**20), RTT in seconds (sockperf without ``--full-rtt`` prints half an RTT;
 the parser doubles an ``avg-latency``).
+
+CPU time: every tool run records the CPU time (user + system) of its
+client and of its server, each read from the kernel's accounting of that
+process when it is reaped (``getrusage(RUSAGE_CHILDREN)`` around the
+client, ``wait4`` of the server), with the work done (bytes delivered,
+round trips), so that :mod:`bench.crosscheck.check` can set CPU time per
+byte or per round trip beside the suite's (its measured side and its peer).
+iperf3's own ``cpu_utilization_percent`` is kept beside (``-J``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -48,6 +57,9 @@ WINDOW = 0.1
 WINDOW_Q = 0.9
 
 TOOLS = ("iperf3", "sockperf")
+# Alternating tool/suite pairs per workload by default: 10 is the fewest
+# whose sign-test interval leaves out the extremes (2nd to 9th ratio).
+REPEAT = 10
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,11 @@ def parse_iperf3(text: str, udp: bool) -> Figure:
                        if i.get("sum", {}).get("seconds", 0) >= WINDOW / 2]
             if windows:
                 extra["windows"] = windows
+            extra["work"] = float(rcv["bytes"])  # bytes delivered
+            cpu = end.get("cpu_utilization_percent") or {}
+            for side in ("host_total", "remote_total"):
+                if side in cpu:
+                    extra[f"iperf3_{side}_pct"] = float(cpu[side])
             return Figure(rcv["bytes"] / rcv["seconds"] / MB, extra=extra)
         total = end["sum"]
         packets = int(total["packets"])
@@ -150,6 +167,7 @@ _AVG = re.compile(r"avg-(rtt|latency)=([0-9.]+)")
 _PCT = re.compile(r"percentile\s+([0-9.]+)\s*=\s*([0-9.]+)")
 _DROPPED = re.compile(r"# dropped messages = (\d+)")
 _VALID = re.compile(r"\[Valid Duration\].*?SentMessages=(\d+); ReceivedMessages=(\d+)")
+_TOTAL = re.compile(r"\[Total Run\].*?ReceivedMessages=(\d+)")
 
 
 def parse_sockperf(text: str) -> Figure:
@@ -174,6 +192,9 @@ def parse_sockperf(text: str) -> Figure:
         dropped = _DROPPED.search(text)
         if dropped and sent:
             fig.loss = int(dropped.group(1)) / sent
+    total = _TOTAL.search(text)
+    if total:  # every round trip of the run, warm-up included: what its CPU time paid for
+        fig.extra["work"] = float(total.group(1))
     fig.extra["full_rtt"] = factor == 1.0
     return fig
 
@@ -221,13 +242,19 @@ def _pin(cpu: int | None) -> Callable[[], None] | None:
 
 
 class _Server:
-    """A tool's server on loopback; stopped by pid on exit from the block."""
+    """A tool's server on loopback; stopped by pid on exit from the block.
+    ``cpu_time``: its CPU seconds once stopped (None: not known)."""
 
-    def __init__(self, argv: list[str], port: int, udp: bool, cpu: int | None) -> None:
+    def __init__(self, argv: list[str], port: int, udp: bool, cpu: int | None,
+                 exits: bool = False) -> None:
+        """``exits``: the server ends by itself after one test (iperf3 -1):
+        it gets STOP_GRACE to do so before SIGTERM."""
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, preexec_fn=_pin(cpu))
         self.argv = argv
+        self.exits = exits
+        self.cpu_time: float | None = None
         deadline = time.monotonic() + SERVER_START
         if not os.path.exists("/proc/net/tcp"):
             time.sleep(0.5)
@@ -244,14 +271,28 @@ class _Server:
         lines = _ANSI.sub("", self.log.read().decode("utf-8", "replace")).strip().splitlines()
         return lines[-1] if lines else "(no output)"
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
+    def _reap(self, timeout: float) -> bool:
+        """Reap the server within ``timeout`` s (wait4: its CPU time)."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                self.proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
+                pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already (it failed to start)
+                return True
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.cpu_time = usage.ru_utime + usage.ru_stime
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.proc.returncode is None and not self._reap(STOP_GRACE if self.exits else 0.0):
+            self.proc.terminate()
+            if not self._reap(STOP_GRACE):
                 self.proc.kill()
-                self.proc.wait()
+                self._reap(STOP_GRACE)
         self.log.close()
 
     def __enter__(self) -> _Server:
@@ -261,19 +302,26 @@ class _Server:
         self.stop()
 
 
-def _client(argv: list[str], seconds: float, cpu: int | None) -> tuple[str, str]:
-    """Run a tool's client; (stdout, stderr)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _client(argv: list[str], seconds: float, cpu: int | None) -> tuple[str, str, float]:
+    """Run a tool's client; (stdout, stderr, its CPU seconds)."""
+    before = _children_cpu()
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=seconds + CLIENT_GRACE, preexec_fn=_pin(cpu))
     except subprocess.TimeoutExpired:
         raise CrosscheckError(f"{argv[0]} client did not finish within "
                               f"{seconds + CLIENT_GRACE:g} s") from None
+    cpu_time = _children_cpu() - before  # only the client was reaped meanwhile
     out = done.stdout.decode("utf-8", "replace")
     if done.returncode != 0 and not out.strip():
         err = _ANSI.sub("", done.stderr.decode("utf-8", "replace")).strip().splitlines()
         raise CrosscheckError(f"{argv[0]} exited {done.returncode}: {err[-1] if err else ''}")
-    return out, done.stderr.decode("utf-8", "replace")
+    return out, done.stderr.decode("utf-8", "replace"), cpu_time
 
 
 def tool_command(w: Workload, port: int, seconds: float, cpus: tuple[int | None, int | None],
@@ -313,13 +361,16 @@ def run_tool(w: Workload, seconds: float, cpus: tuple[int | None, int | None]) -
             server_argv, client_argv = tool_command(w, port, seconds, cpus, feed)
             try:
                 # iperf3's server listens on TCP (its control channel) even for -u
-                with _Server(server_argv, port, w.udp and w.tool == "sockperf", cpus[1]):
-                    out, err = _client(client_argv, seconds, cpus[0])
+                with _Server(server_argv, port, w.udp and w.tool == "sockperf", cpus[1],
+                             exits=w.tool == "iperf3") as server:
+                    out, err, client_cpu = _client(client_argv, seconds, cpus[0])
             except CrosscheckError as exc:
                 last = exc  # most likely the port was taken: try another
                 continue
-        if w.tool == "iperf3":
-            return parse_iperf3(out, w.udp)
-        return parse_sockperf(out + err)
+        fig = parse_iperf3(out, w.udp) if w.tool == "iperf3" else parse_sockperf(out + err)
+        fig.extra["cpu_client"] = client_cpu  # sender / client: the suite's measured side
+        if server.cpu_time is not None:
+            fig.extra["cpu_server"] = server.cpu_time  # receiver / echo: the suite's peer
+        return fig
     assert last is not None
     raise last

@@ -59,7 +59,11 @@ from bench.analysis.shaping import (
     IMPL_ORDER,
     MODE_ORDER,
     TRANSPORT_ORDER,
+    axes_label,
     case_seconds,
+    default_axes,
+    fmt_sockbuf,
+    granted_buffers,
     ordered,
     speedups,
     where,
@@ -308,7 +312,7 @@ def _legend(fig: Figure, modes: Sequence[str], impls: Sequence[str],
 
 def throughput_figure(report: Report) -> Figure | None:
     """(a) Stream throughput vs message size, a panel per transport."""
-    cases = [c for c in report.cases if c.key.scenario == "stream"]
+    cases = [c for c in report.cases if c.key.scenario == "stream" and default_axes(c.key)]
     if not cases:
         return None
     groups = _by_transport(cases)
@@ -361,7 +365,7 @@ def rtt_figure(report: Report) -> Figure | None:
     per transport, x = mode, a point at p50 with a bar to p99.  At several
     sizes: a p50 line with a p50-p99 band vs size, a panel per transport and
     impl (eight overlapping bands in one panel read as a smear)."""
-    cases = [c for c in report.cases if c.key.scenario == "pingpong"]
+    cases = [c for c in report.cases if c.key.scenario == "pingpong" and default_axes(c.key)]
     if not cases:
         return None
     groups = _by_transport(cases)
@@ -526,7 +530,8 @@ def speedup_figure(report: Report, scenario: str,
     annotated.  Measured at one size (ping-pong in the default run), one
     panel with a column per mode instead: four one-column panels waste the
     page."""
-    sp = speedups(report, scenario, pair)
+    # the axes have figures of their own (sockbuf_figure, threads_figure)
+    sp = {k: v for k, v in speedups(report, scenario, pair).items() if default_axes(k)}
     if not sp:
         return None
     modes = ordered((k.mode for k in sp), MODE_ORDER)
@@ -615,6 +620,128 @@ def speedup_figure(report: Report, scenario: str,
     return fig
 
 
+def _axis_series(cases: Iterable[Case], axis: str) -> dict[tuple[Any, ...], list[Case]]:
+    """Cases grouped into lines along one axis ('sockbuf' or 'threads'):
+    every other field equal, at least two points, sorted along the axis."""
+    groups: dict[tuple[Any, ...], list[Case]] = {}
+    for c in cases:
+        k = c.key
+        rest = tuple(getattr(k, f) for f in ("scenario", "transport", "mode", "size", "impl",
+                                             "batch", "sockbuf", "threads", "nodelay")
+                     if f != axis)
+        groups.setdefault(rest, []).append(c)
+    return {rest: sorted(cs, key=lambda c: _axis_rank(c.key, axis))
+            for rest, cs in groups.items()
+            if len(cs) > 1 and any(getattr(c.key, axis) != (1 if axis == "threads" else 0)
+                                   for c in cs)}
+
+
+def _axis_rank(key: CaseKey, axis: str) -> float:
+    value = getattr(key, axis)
+    if axis == "sockbuf" and value == 0:
+        return math.inf  # the kernel's default (autotuned) after every set size
+    return float(value)
+
+
+def sockbuf_figure(report: Report) -> Figure | None:
+    """(f) Stream throughput vs socket buffer (``--sockbuf``), a panel per
+    transport, a line per (mode, impl, size); each tick names the size
+    asked and what the kernel granted (the measured end's send buffer)."""
+    series = _axis_series((c for c in report.cases if c.key.scenario == "stream"), "sockbuf")
+    if not series:
+        return None
+    cases = [c for cs in series.values() for c in cs]
+    groups = _by_transport(cases)
+    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
+    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    fig, axes = _grid(len(groups))
+    for ax, (transport, tcases) in zip(axes, groups.items()):
+        asked = sorted({c.key.sockbuf for c in tcases}, key=lambda b: math.inf if b == 0 else b)
+        labels = []
+        for b in asked:
+            got = {granted_buffers(c) for c in tcases if c.key.sockbuf == b} - {None}
+            snd = sorted({g[0] for g in got if g is not None})
+            grant = "/".join(_units.fmt_size(x) for x in snd) if snd else "?"
+            labels.append(f"{fmt_sockbuf(b)}\n(got {grant})")
+        for rest, cs in series.items():
+            if rest[1] != transport:
+                continue
+            key = cs[0].key
+            ls, marker = impl_style(key.impl)
+            ax.plot([asked.index(c.key.sockbuf) for c in cs],
+                    [_units.throughput_mbps(c.key.size, case_seconds(c)) for c in cs],
+                    ls=ls, marker=marker, ms=5, lw=1.5, color=mode_colour(key.mode),
+                    label=f"{key.mode}, {key.impl}, {_units.fmt_size(key.size)}")
+        ax.set_xticks(range(len(asked)), labels, fontsize=8)
+        ax.set_xlim(-0.4, len(asked) - 0.6)
+        ax.set_xlabel("socket buffer asked, both ends (got: send buffer granted)")
+        ax.set_ylabel("throughput (MB/s)")
+        sizes = ", ".join(_units.fmt_size(x) for x in sorted({c.key.size for c in tcases}))
+        ax.set_title(f"{transport} · {sizes} messages", fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.set_ylim(bottom=0)
+    _share_limits(axes, x=False)
+    _title(fig, "Stream throughput vs socket buffer (sender measured; MB = 10⁶ bytes; "
+                "'default': the kernel's, autotuned)", report, cases)
+    _legend(fig, modes, impls)
+    return fig
+
+
+def threads_figure(report: Report) -> Figure | None:
+    """(g) N connections in N threads (``--threads``): a column per
+    (scenario, transport); rows: the figure (stream: aggregate MB/s;
+    pingpong: RTT per connection) and the measured process's CPU use
+    (1.0 = one CPU's worth: where the GIL holds Python to one CPU)."""
+    series = _axis_series(report.cases, "threads")
+    if not series:
+        return None
+    cases = [c for cs in series.values() for c in cs]
+    columns = ordered((f"{c.key.scenario} {c.key.transport}" for c in cases),
+                      [f"{s} {t}" for s in ("stream", "pingpong") for t in TRANSPORT_ORDER])
+    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
+    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    ncols = len(columns)
+    fig = Figure(figsize=(max(9.0, PANEL_W * ncols + 0.4), PANEL_H * 2 + 1.4),
+                 layout="constrained")
+    grid = fig.subplots(2, ncols, squeeze=False)
+    threads = sorted({c.key.threads for c in cases})
+    for j, column in enumerate(columns):
+        top, bottom = grid[0][j], grid[1][j]
+        for rest, cs in series.items():
+            if f"{rest[0]} {rest[1]}" != column:
+                continue
+            key = cs[0].key
+            ls, marker = impl_style(key.impl)
+            style = dict(ls=ls, marker=marker, ms=5, lw=1.5, color=mode_colour(key.mode))
+            xs = [c.key.threads for c in cs]
+            if key.scenario == "stream":
+                ys = [_units.throughput_mbps(c.key.size, case_seconds(c)) for c in cs]
+            else:
+                ys = [_units.usec(case_seconds(c)) for c in cs]
+            top.plot(xs, ys, **style)
+            uses = [(c.key.threads, c.run_mean("cpu_use")) for c in cs]
+            bottom.plot([x for x, u in uses if u is not None],
+                        [u for _, u in uses if u is not None], **style)
+        scenario = column.split(" ")[0]
+        sizes = sorted({c.key.size for c in cases if f"{c.key.scenario} {c.key.transport}"
+                        == column})
+        top.set_title(f"{column} · {', '.join(_units.fmt_size(x) for x in sizes)}", fontsize=10)
+        top.set_ylabel("aggregate throughput (MB/s)" if scenario == "stream"
+                       else "RTT per connection (µs)")
+        bottom.set_ylabel("CPU use of the measured process\n(1 = one CPU's worth)")
+        bottom.axhline(1.0, color="0.4", lw=0.8, ls=":")
+        for ax in (top, bottom):
+            ax.set_xticks(threads, [str(t) for t in threads])
+            ax.set_xlabel("connections (a thread each)")
+            ax.set_ylim(bottom=0)
+            ax.grid(True, alpha=0.3)
+    _share_limits([grid[1][j] for j in range(ncols)], x=False)
+    _title(fig, "Connections in threads: what the threads of one process reach (compiled "
+                "loops release the GIL; Python's hold it)", report, cases)
+    _legend(fig, modes, impls)
+    return fig
+
+
 def _colourbar_ticks(hi: float) -> list[float]:
     """Round ratios t and 1/t (symmetric, as the colours are) within
     [1/hi, hi], at least 1/7 of the bar apart in log space, and 1."""
@@ -648,6 +775,8 @@ def figures(report: Report, base: Report | None = None,
         ("speedup_stream", lambda: speedup_figure(report, "stream", pair)),
         ("speedup_pingpong", lambda: speedup_figure(report, "pingpong", pair)),
         ("connect", lambda: connect_figure(report)),
+        ("sockbuf", lambda: sockbuf_figure(report)),
+        ("threads", lambda: threads_figure(report)),
     ]
     if base is not None:
         builders.insert(0, ("compare", lambda: compare_figure(report, base, comparison)))
@@ -704,7 +833,9 @@ def case_label(key: CaseKey) -> str:
     """A case as a person reads it: 'stream tcp4 blocking 4 KiB cython'."""
     batch = f" batch {key.batch}" if key.batch != 1 else ""
     size = _units.fmt_size(key.size)
-    return f"{key.scenario} {key.transport} {key.mode} {size} {key.impl}{batch}"
+    axes = axes_label(key)
+    return (f"{key.scenario} {key.transport} {key.mode} {size} {key.impl}{batch}"
+            + (f" ({axes})" if axes else ""))
 
 
 def compare_figure(report: Report, base: Report, comparison: Comparison | None = None,

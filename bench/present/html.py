@@ -26,6 +26,7 @@ import base64
 import html
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ from bench.analysis.report import (
     DGRAM_TRANSPORTS,
     FINGERPRINT_KEYS,
     Case,
-    CaseKey,
     Report,
     write_atomic,
 )
@@ -194,7 +194,8 @@ def _glance_table(report: Report, pair: tuple[str, str]) -> str:
             cells.append(f"<td>{e(impl)}</td>")
             for header, scenario in cols:
                 cs = [c for c in report.cases if c.key.transport == t and c.key.impl == impl
-                      and c.key.scenario == scenario and c.key.batch == 1]
+                      and c.key.scenario == scenario and c.key.batch == 1
+                      and _shaping.default_axes(c.key)]
                 cells.append(f"<td class=\"num\">{_glance_cell(header, cs)}</td>")
             if sp_all and n == 0:
                 sp = [v for k, v in sp_all.items() if k.transport == t]
@@ -203,8 +204,9 @@ def _glance_table(report: Report, pair: tuple[str, str]) -> str:
                 cells.append(f"<td class=\"num\" rowspan=\"{len(impls)}\">{e(text)}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<table class=\"glance\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody>"
-            "</table>\n<p class=\"note\">Batch-1 cases, with the size and mode where each "
-            "figure was reached. The summary tables below have every case.</p>\n")
+            "</table>\n<p class=\"note\">Batch-1 cases at the kernel's socket buffers, one "
+            "connection, with the size and mode where each figure was reached. The summary "
+            "tables below have every case.</p>\n")
 
 
 def _glance_cell(header: str, cases: list[Case]) -> str:
@@ -321,18 +323,24 @@ def _summary_table(report: Report, scenario: str, pair: tuple[str, str]) -> str:
     head2 = "<tr>" + "".join(f"<th>{e(h)}</th>" for _ in impls for h in per_impl) + "</tr>"
     ncols = 2 + len(impls) * len(per_impl) + (1 if show_speedup else 0)
     rows_by_transport: dict[str, list[str]] = {}
-    seen = sorted({(c.key.transport, c.key.mode, c.key.size, c.key.batch) for c in cases},
-                  key=lambda t: (_rank(t[0], _shaping.TRANSPORT_ORDER),
-                                 _rank(t[1], _shaping.MODE_ORDER), t[2], t[3]))
-    for transport, mode, size, batch in seen:
+    # a row per case key without its impl (the impls side by side)
+    seen = sorted({replace(c.key, impl="") for c in cases},
+                  key=lambda k: (_rank(k.transport, _shaping.TRANSPORT_ORDER),
+                                 _rank(k.mode, _shaping.MODE_ORDER), k.size, k.batch,
+                                 k.sockbuf, k.threads, k.nodelay))
+    for row in seen:
+        transport, mode, size, batch = row.transport, row.mode, row.size, row.batch
+        axes = _shaping.axes_label(row)
+        axes_note = f"<br><span class=\"where\">{e(axes)}</span>" if axes else ""
         cells = [f"<td>{e(mode)}</td>",
                  f"<td class=\"num\">{e(_units.fmt_size(size) if scenario != 'connect' else '—')}"
-                 f"{e(f' ×{batch}') if batch != 1 else ''}</td>"]
+                 f"{e(f' ×{batch}') if batch != 1 else ''}"
+                 f"{axes_note}</td>"]
         compiled_key = None
         for impl in impls:
-            case = by_key.get(CaseKey(scenario, transport, mode, size, impl, batch))
+            case = by_key.get(replace(row, impl=impl))
             if impl == pair[1]:
-                compiled_key = CaseKey(scenario, transport, mode, size, impl, batch)
+                compiled_key = replace(row, impl=impl)
             if case is None:
                 cells += ["<td class=\"num\">—</td>"] * len(per_impl)
                 continue

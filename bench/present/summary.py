@@ -16,8 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.analysis.report import Report
-from bench.analysis.shaping import case_seconds, speedups_over
+from bench.analysis.report import Case, Report
+from bench.analysis.shaping import (
+    capped_sockbufs,
+    case_seconds,
+    fmt_sockbuf,
+    granted_buffers,
+    speedups_over,
+)
 from bench.analysis.units import fmt_size, msg_rate, throughput_mbps
 
 
@@ -65,18 +71,55 @@ def render_report(report: Report) -> str:
             headers = ["transport", "mode", "size", "impl", "RTT µs", "p99 µs",
                        "CPU µs/rt", "loss", "speedup"]
             title = "pingpong round-trip time (mean; p99 over round trips)"
+        left = 4
         if any(c.key.batch != 1 for c in cases):  # datagrams per syscall
             headers.insert(4, "batch")
             for row, c in zip(rows, cases):
                 row.insert(4, str(c.key.batch))
-        parts.append(f"{title}\n{_table(headers, rows)}")
+            left += 1
+        left += _axis_columns(headers, rows, cases, left)
+        parts.append(f"{title}\n{_table(headers, rows, left)}")
     connect = _connect_table(report, sp)
     if connect:
         parts.append(connect)
+    capped = capped_sockbufs(report)
+    if capped:
+        parts.append("\n".join(f"note: {line}" for line in capped))
     if sp:  # first: the tables below end the text, readers parse them to the end
         parts.insert(0, "speedup: the Python loop's time / this row's for the same case "
                      "(above 1: faster than python; below 1: what that impl costs over it)")
     return "\n\n".join(parts)
+
+
+def _axis_columns(headers: list[str], rows: list[list[str]], cases: list[Case],
+                  at: int) -> int:
+    """Columns for the tuning axes the table's cases use off their defaults
+    (socket buffer asked and granted, threads, nodelay), inserted at
+    ``at``; with threads, the measured process's CPU use at the end (1.00:
+    one CPU's worth).  Returns how many name columns were inserted."""
+    added = 0
+    if any(c.key.sockbuf for c in cases):
+        headers[at:at] = ["sockbuf", "granted snd/rcv"]
+        for row, c in zip(rows, cases):
+            got = granted_buffers(c)
+            row[at:at] = [fmt_sockbuf(c.key.sockbuf),
+                          f"{fmt_size(got[0])}/{fmt_size(got[1])}" if got else "-"]
+        added += 2
+    if any(c.key.threads != 1 for c in cases):
+        headers.insert(at + added, "threads")
+        for row, c in zip(rows, cases):
+            row.insert(at + added, str(c.key.threads))
+        added += 1
+        headers.append("CPU use")
+        for row, c in zip(rows, cases):
+            use = c.run_mean("cpu_use")
+            row.append(f"{use:.2f}" if use is not None else "-")
+    if any(c.key.nodelay for c in cases):
+        headers.insert(at + added, "nodelay")
+        for row, c in zip(rows, cases):
+            row.insert(at + added, "on" if c.key.nodelay else "off")
+        added += 1
+    return added
 
 
 def _connect_table(report: Report, sp: dict[Any, float]) -> str:

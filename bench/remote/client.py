@@ -189,6 +189,7 @@ class RemotePeer:
         self.batch = batch  # the server's datagrams per receive call (UDP stream)
         self.cpu: int | None = None  # the server places its own threads
         self.pid = -1  # no local process: nothing to wait for or signal
+        self.facts: dict[str, Any] = {}  # the server's end: not known here
         self._quit = False
         self._watching = False
         self._old_alarm: Any = None

@@ -25,11 +25,16 @@ Who makes the socket and the peer is one function, an :data:`Opener`;
 The connect scenario has no peer: :func:`listen` makes a listener, whose
 socket is the measured one (``connect_accept`` plays both ends).
 
+A case's socket options are set here, before its peer starts: its socket
+buffers (``sockbuf``, by :func:`bench.run.transports.make_pair`, granted
+sizes of both ends recorded) and TCP_NODELAY (:func:`set_nodelay`).
+N connections in N threads are N ``Ends``, opened alike, their peers one
+process (:mod:`bench.run.threads`).
+
 Made for what comes next, not doing it: a counting run under valgrind
 (issue 13) wants its peer out of valgrind, i.e. another :data:`PeerStarter`
-(fork+exec) given to :func:`open_local`; N connections in N threads (issue
-15) are N ``Ends``, opened alike; ``loops`` is whatever module keeps the
-loop contract of :mod:`fastsock._common` (issue 14).
+(fork+exec) given to :func:`open_local`; ``loops`` is whatever module
+keeps the loop contract of :mod:`fastsock._common` (issue 14).
 
 Limits: one connection per ``Ends``; the datagram ping-pong's way of ending
 its peer (an empty datagram first) is the unit's, not this module's.
@@ -43,8 +48,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
-from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus
-from bench.run.transports import Listener, make_pair
+from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus, placement_for
+from bench.run.transports import Listener, buffer_facts, make_pair
 
 if TYPE_CHECKING:  # asyncio only where an event loop runs (bench.run.eventloop)
     from fastsock._asyncloops import AsyncConn
@@ -105,19 +110,22 @@ def fork_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey, cpu: int
                 cpu, measured=mine, workers_own=own)
 
 
-def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer
+def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer, placement: str = "auto"
                ) -> tuple[socket.socket, PeerLike]:
     """The default :data:`Opener`: a pair on this host, the peer started on
-    its end by ``start_peer``; the peer's end is closed here either way."""
-    mine, theirs = make_pair(key.transport)
+    its end by ``start_peer`` where ``placement`` (:data:`bench.run.peer.PLACEMENTS`)
+    puts it; the peer's end is closed here either way."""
+    mine, theirs = make_pair(key.transport, key.sockbuf)
     try:
-        if key.scenario == "pingpong" and key.transport in TCP_TRANSPORTS:
-            for s in (mine, theirs):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        worker_cpus, peer_cpu = choose_cpus()
+        set_nodelay(key, mine, theirs)
+        facts: dict[str, Any] = buffer_facts(mine, theirs, key.sockbuf)
+        where = placement_for(placement, key.mode)
+        worker_cpus, peer_cpu = choose_cpus(where)
         if worker_cpus:
             os.sched_setaffinity(0, worker_cpus)
         peer = start_peer(theirs, mine, key, peer_cpu)
+        facts.update(placement_facts(where, peer_cpu))
+        peer.facts.update(facts)
     except BaseException:
         mine.close()
         raise
@@ -126,9 +134,35 @@ def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer
     return mine, peer
 
 
+def placement_facts(where: str, peer_cpu: int | None) -> dict[str, str]:
+    """Where a case's processes ran, for the report: ``placement`` (apart
+    or os), this process's CPUs, the peer's CPU ('any': not pinned)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    return {"placement": where, "measured_cpus": ",".join(map(str, sorted(cpus))),
+            "peer_cpu": "any" if peer_cpu is None else str(peer_cpu)}
+
+
+def set_nodelay(key: CaseKey, mine: socket.socket, theirs: socket.socket) -> None:
+    """TCP_NODELAY where the case has it: both ends of a TCP ping-pong;
+    the sender of a TCP stream with ``nodelay`` (``--nodelay on``)."""
+    if key.transport not in TCP_TRANSPORTS:
+        return
+    if key.scenario == "pingpong":
+        for s in (mine, theirs):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    elif key.nodelay:
+        mine.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def open_ends(key: CaseKey, opener: Opener, loops: Any) -> Ends:
     """The ends ``opener`` makes, with their set-up facts."""
     mine, peer = opener(key)
+    return Ends(mine, peer, loops, meta=ends_meta(key, mine, peer))
+
+
+def ends_meta(key: CaseKey, mine: socket.socket, peer: PeerLike) -> dict[str, Any]:
+    """A case's set-up facts for the report: the peer's, the measured
+    end's socket options, what the peer's end was granted."""
     meta: dict[str, Any] = {
         "peer_impl": peer.impl,
         "sndbuf": mine.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
@@ -140,14 +174,18 @@ def open_ends(key: CaseKey, opener: Opener, loops: Any) -> Ends:
         # its peer receives this many datagrams per call (no event loop
         # runs datagrams: this key never meets ``event_loop``)
         meta["peer_batch"] = getattr(peer, "batch", 1)
-    return Ends(mine, peer, loops, meta=meta)
+    meta.update(getattr(peer, "facts", {}))
+    return meta
 
 
-def listen(key: CaseKey, loops: Any) -> Ends:
+def listen(key: CaseKey, loops: Any, placement: str = "auto") -> Ends:
     """A listener only: the loop is both ends, there is no peer (the report
     has no peer_impl for these cases)."""
-    worker_cpus, _ = choose_cpus()
+    where = placement_for(placement, key.mode)
+    worker_cpus, _ = choose_cpus(where)
     if worker_cpus:  # where the other scenarios' measured side runs
         os.sched_setaffinity(0, worker_cpus)
     listener = Listener(key.transport)
-    return Ends(listener.sock, None, loops, listener=listener)
+    meta = placement_facts(where, None)
+    del meta["peer_cpu"]  # no peer
+    return Ends(listener.sock, None, loops, listener=listener, meta=meta)

@@ -23,14 +23,19 @@ anywhere), keeps the error in ``Ends.peer_error`` and hands it to the loop
 with ``AsyncConn.abort``.  A call that ends first leaves the error kept:
 the stream's wait for the peer and the next timed call raise it.
 
+N connections (``threads`` > 1) share one loop: :func:`wrap_group` makes
+a :class:`fastsock._asyncloops.AsyncGroup`, whose calls run the N
+connections' coroutines as one task (:class:`bench.run.threads.LoopGroup`
+times them).
+
 Limits: stream transports only (``AsyncConn`` has no datagram loops; the
-matrix offers none), one connection per loop.
+matrix offers none).
 """
 
 from __future__ import annotations
 
 from types import FrameType
-from typing import Callable
+from typing import Any, Callable
 
 from bench.run.ends import CaseFailed, Ends
 from bench.run.peer import PeerError
@@ -55,11 +60,32 @@ def wrap(ends: Ends, impl: str, timeout: float) -> None:
     ends.meta["event_loop"] = conn.event_loop
 
 
-def hand_over(ends: Ends, check_peer: Callable[[], None]) -> Handler:
+def wrap_group(group: list[Ends], impl: str, timeout: float) -> Any:
+    """N connections on one loop of ``impl`` (:class:`fastsock._asyncloops.AsyncGroup`):
+    each ends' ``conn`` is its connection, ``loops`` the group (returned).
+    CaseFailed where that event loop is not installed."""
+    from fastsock._asyncloops import AsyncGroup
+
+    socks = [e.sock for e in group]
+    assert all(s is not None for s in socks)
+    event_loop, api = impl.split("-", 1)
+    try:
+        loops = AsyncGroup([s for s in socks if s is not None], event_loop, api, timeout)
+    except ImportError as exc:
+        raise CaseFailed(str(exc)) from None
+    for ends, conn in zip(group, loops.conns):
+        ends.conn = conn
+        ends.loops = loops
+        ends.meta["event_loop"] = loops.event_loop
+    return loops
+
+
+def hand_over(ends: Ends, check_peer: Callable[[], None], runner: Any = None) -> Handler:
     """The SIGCHLD handler for ``ends`` on an event loop: ``check_peer``
     (which raises PeerError) as is between coroutines, its error handed to
-    the loop while one runs."""
-    conn = ends.conn
+    the loop while one runs.  ``runner``: what runs the calls and can be
+    aborted (an AsyncGroup); the ends' own connection by default."""
+    conn = runner if runner is not None else ends.conn
     assert conn is not None
 
     def on_sigchld(signum: int, frame: FrameType | None) -> None:

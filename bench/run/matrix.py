@@ -1,4 +1,4 @@
-"""The case matrix: scenario x transport x mode x size x batch x impl.
+"""The case matrix: scenario x transport x mode x size x batch x impl (x axes).
 
 Design note
 -----------
@@ -58,13 +58,17 @@ protocol work dwarf as the size grows.  Measured on a 2-CPU Xeon VM
 per datagram, 12% at 64 B, 9% at 16 KiB, nothing at 64 KiB; larger sizes
 would add cases that only show the copy.  ``--batch LIST`` replaces the
 preset's batches for every datagram stream size selected.
+
+The tuning axes (socket buffer, connections in threads, Nagle) multiply
+the cases they apply to; which values, and the full preset's sweeps, are
+:mod:`bench.run.axes`'s.  A combination's impls stay adjacent.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # The vocabulary is the report schema's; re-exported: the matrix is where
 # the run stage looks for it.
@@ -76,6 +80,7 @@ from bench.analysis.report import SCENARIOS as SCENARIOS
 from bench.analysis.report import TRANSPORTS as TRANSPORTS
 from bench.analysis.report import TWIN_IMPLS, CaseKey
 from bench.run import impls as _impls
+from bench.run.axes import Axes, AxisError, case_axes, check_applied
 from bench.run.impls import BUILTIN_IMPLS as BUILTIN_IMPLS
 from bench.run.impls import UVLOOP_IMPLS as UVLOOP_IMPLS
 from bench.run.impls import ImplError
@@ -133,6 +138,8 @@ class Selection:
     sizes: tuple[int, ...] | None = None  # None: the preset's sizes
     preset: str = "default"
     batches: tuple[int, ...] | None = None  # None: the preset's batches
+    # --sockbuf, --threads, --nodelay (None each: the preset's; bench.run.axes)
+    axes: Axes = field(default_factory=Axes)
 
 
 def preset_sizes(preset: str, scenario: str, transport: str, max_dgram: int) -> list[int]:
@@ -330,11 +337,7 @@ def cases(
             for mode in sel.modes:
                 for size in sizes:
                     for batch in case_batches(sel, scenario, transport, size, batching):
-                        for impl in sel.impls:
-                            if (batch == 1 or impl == "cython") and \
-                                    applies(impl, scenario, transport, mode):
-                                out.append(CaseKey(scenario, transport, mode, size, impl,
-                                                   batch))
+                        out += _axis_cases(sel, scenario, transport, mode, size, batch)
     if not out:
         limited = [i for i in sel.impls if i not in IMPLS]
         if limited and len(limited) == len(sel.impls):
@@ -344,6 +347,27 @@ def cases(
         raise MatrixError(f"--batch {','.join(map(str, sel.batches or ()))}: batches apply "
                           "to datagram stream cases (--scenario stream with udp4, udp6 or "
                           "unix-dgram); the selection has none")
+    try:
+        check_applied(sel.axes, out)
+    except AxisError as exc:
+        raise MatrixError(str(exc)) from None
+    return out
+
+
+def _axis_cases(sel: Selection, scenario: str, transport: str, mode: str, size: int,
+                batch: int) -> list[CaseKey]:
+    """One (scenario, transport, mode, size, batch) at each of its
+    (sockbuf, threads, nodelay) combinations (bench.run.axes), the impls
+    of a combination adjacent."""
+    out: list[CaseKey] = []
+    combos: dict[tuple[int, int, bool], list[str]] = {}
+    for impl in sel.impls:
+        if (batch == 1 or impl == "cython") and applies(impl, scenario, transport, mode):
+            for combo in case_axes(sel.axes, sel.preset, scenario, transport, mode, size, impl):
+                combos.setdefault(combo, []).append(impl)
+    for (sockbuf, threads, nodelay), impls in combos.items():
+        out += [CaseKey(scenario, transport, mode, size, impl, batch, sockbuf=sockbuf,
+                        threads=threads, nodelay=nodelay) for impl in impls]
     return out
 
 

@@ -79,20 +79,56 @@ def _set_pdeathsig() -> None:
         pass  # not Linux: the parent's cleanup and EOF still end the peer
 
 
-def choose_cpus() -> tuple[set[int] | None, int | None]:
+# Where a case's two processes run (``run --placement``):
+#   apart  the measured side on one CPU, its peer on another (each pinned);
+#   os     wherever the kernel's scheduler puts them (no pinning), as any
+#          program and the C tools run by default;
+#   auto   apart for spin (two busy-polling ends need a CPU each: on one
+#          they would take turns by time slice), os for every other mode.
+# Why os: on a 2-vCPU VM, two ends pinned apart ran loopback TCP at 64 KiB
+# at half the rate of the same ends placed by the kernel (754 vs 1,726
+# MB/s; iperf3 -A 1,0 755 vs 1,559 unpinned), every wake-up of the other
+# end a cross-CPU interrupt; that is the hypervisor's cost, not the loops'.
+PLACEMENTS = ("auto", "apart", "os")
+
+
+def placement_for(placement: str, mode: str) -> str:
+    """The placement a case of ``mode`` gets under ``placement``: apart or os."""
+    if placement == "auto":
+        return "apart" if mode == "spin" else "os"
+    return placement
+
+
+def choose_cpus(placement: str = "apart") -> tuple[set[int] | None, int | None]:
     """(CPUs for the measured side, CPU for the peer), or Nones where the
-    machine has one CPU or affinity is not supported."""
+    machine has one CPU, affinity is not supported or the placement is the
+    kernel's (``os``; see :data:`PLACEMENTS`)."""
     if not hasattr(os, "sched_getaffinity"):
         return None, None
     allowed = os.sched_getaffinity(0)
     every = set(range(os.cpu_count() or 1))
     outside = sorted(every - allowed)
-    if outside:
-        return None, outside[0]  # already pinned (pyperf --affinity): peer elsewhere
-    if len(allowed) < 2:
+    if outside:  # already pinned (pyperf --affinity)
+        return None, (outside[0] if placement == "apart" else None)  # apart: peer elsewhere
+    if len(allowed) < 2 or placement == "os":
         return None, None
     cpus = sorted(allowed)
     return {cpus[-1]}, cpus[-2]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time a local process has used so far, all its threads, seconds
+    (Linux: ``/proc/PID/task/*/schedstat``, nanoseconds; ``/proc/PID/stat``
+    counts in ticks of 10 ms, too coarse for a 10 ms value); None where
+    that cannot be read."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
 
 
 def peer_batch(loops: Any) -> int:
@@ -156,6 +192,92 @@ def _peer_main(ctl: socket.socket, data: socket.socket, scenario: str,
         ctl.sendall(FRAME.pack(b"D", got))
 
 
+def _spawn(datas: list[socket.socket], scenario: str, dgram: bool, mode: str, size: int,
+           cpu: int | None, measured: tuple[socket.socket, ...],
+           workers_own: tuple[socket.socket, ...]) -> tuple[int, list[socket.socket]]:
+    """Fork the peer process serving ``datas`` (one :func:`_peer_main` per
+    connection, a thread each when there are several); (pid, the parent's
+    control sockets, one per connection)."""
+    parent = os.getpid()
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in datas]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the peer
+        code = 0
+        try:
+            for ctl_parent, _ in pairs:
+                ctl_parent.close()
+            for own in (*measured, *workers_own):
+                own.close()
+            _set_pdeathsig()
+            if os.getppid() != parent:
+                os._exit(1)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if cpu is not None:
+                try:
+                    os.sched_setaffinity(0, {cpu})
+                except OSError:
+                    pass
+            stamp = SHARED_CLOCK
+            if len(datas) == 1:
+                _peer_main(pairs[0][1], datas[0], scenario, dgram, mode, size, fastsock,
+                           stamp=stamp)
+            else:
+                _serve_group([c for _, c in pairs], datas, scenario, dgram, mode, size, stamp)
+        except BaseException as exc:  # report, never unwind into the parent's code
+            code = 1
+            _report(exc)
+        finally:
+            os._exit(code)
+    for _, ctl_child in pairs:
+        ctl_child.close()
+    return pid, [ctl_parent for ctl_parent, _ in pairs]
+
+
+def _report(exc: BaseException) -> None:
+    try:
+        print(f"fastsock peer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.stderr.flush()
+    except BaseException:
+        pass
+
+
+def _serve_group(ctls: list[socket.socket], datas: list[socket.socket], scenario: str,
+                 dgram: bool, mode: str, size: int, stamp: bool) -> None:
+    """A thread per connection, each :func:`_peer_main`; the first failure
+    ends the whole process (exit 1), so the measured side's SIGCHLD watch
+    sees it at once, as with one connection.  The compiled loops release
+    the GIL: the threads receive and echo in parallel."""
+    import threading
+
+    def serve(ctl: socket.socket, data: socket.socket) -> None:
+        try:
+            _peer_main(ctl, data, scenario, dgram, mode, size, fastsock, stamp=stamp)
+        except BaseException as exc:
+            _report(exc)
+            os._exit(1)
+
+    threads = [threading.Thread(target=serve, args=pair, daemon=True)
+               for pair in zip(ctls, datas)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def fork_group(datas: list[socket.socket], scenario: str, transport_is_dgram: bool, mode: str,
+               size: int, cpu: int | None, measured: tuple[socket.socket, ...] = (),
+               workers_own: tuple[socket.socket, ...] = ()) -> list[Peer]:
+    """One forked peer process serving every connection of ``datas`` (a
+    thread each); a :class:`Peer` handle per connection, sharing the pid."""
+    pid, ctls = _spawn(datas, scenario, transport_is_dgram, mode, size, cpu, measured,
+                       workers_own)
+    shared = [len(ctls)]
+    return [Peer._link(ctl, pid, cpu, shared) for ctl in ctls]
+
+
 class PeerLike(Protocol):
     """What the measured side asks of its peer, local (:class:`Peer`) or on
     another host (``bench.remote.client.RemotePeer``): orders and answers
@@ -165,6 +287,7 @@ class PeerLike(Protocol):
     batch: int  # datagrams per receive call of a datagram stream peer
     cpu: int | None  # where it runs, when placed here
     pid: int  # a local process's pid, or -1
+    facts: dict[str, Any]  # set-up facts of its end for the report ({}: none known)
 
     def order(self, cmd: bytes, arg: int) -> None: ...
     def answer(self, timeout: float, expect: bytes = b"D") -> int: ...
@@ -174,7 +297,8 @@ class PeerLike(Protocol):
 
 
 class Peer:
-    """A forked peer process holding one end of a connected pair."""
+    """A forked peer process holding one end of a connected pair (or one
+    connection of several, :func:`fork_group`)."""
 
     def __init__(self, data: socket.socket, scenario: str, transport_is_dgram: bool,
                  mode: str, size: int, cpu: int | None,
@@ -187,47 +311,30 @@ class Peer:
         the worker, closed in the peer for the same reason (a lockstep
         worker's turn socket: its close tells the main process the worker
         has finished)."""
+        pid, [ctl] = _spawn([data], scenario, transport_is_dgram, mode, size, cpu,
+                            (measured,) if measured is not None else (), workers_own)
+        self._attach(ctl, pid, cpu, [1])
+
+    @classmethod
+    def _link(cls, ctl: socket.socket, pid: int, cpu: int | None, shared: list[int]) -> Peer:
+        peer = cls.__new__(cls)
+        peer._attach(ctl, pid, cpu, shared)
+        return peer
+
+    def _attach(self, ctl: socket.socket, pid: int, cpu: int | None, shared: list[int]) -> None:
         self.impl = fastsock.IMPLEMENTATION
         # what _peer_main uses for a datagram stream (G): recorded, not chosen here
         self.batch = peer_batch(fastsock)
         self.cpu = cpu
         self.stamps = SHARED_CLOCK  # answers T before D to R (see _peer_main)
-        parent = os.getpid()
-        ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the peer
-            code = 0
-            try:
-                ctl_parent.close()
-                for own in (measured, *workers_own):
-                    if own is not None:
-                        own.close()
-                _set_pdeathsig()
-                if os.getppid() != parent:
-                    os._exit(1)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                if cpu is not None:
-                    try:
-                        os.sched_setaffinity(0, {cpu})
-                    except OSError:
-                        pass
-                _peer_main(ctl_child, data, scenario, transport_is_dgram, mode, size,
-                           fastsock, stamp=self.stamps)
-            except BaseException as exc:  # report, never unwind into the parent's code
-                code = 1
-                try:
-                    print(f"fastsock peer: {type(exc).__name__}: {exc}", file=sys.stderr)
-                    sys.stderr.flush()
-                except BaseException:
-                    pass
-            finally:
-                os._exit(code)
-        ctl_child.close()
+        # set-up facts of the peer's end for the report (its socket buffers),
+        # filled by whoever made the pair (bench.run.ends.open_local)
+        self.facts: dict[str, Any] = {}
         self.pid = pid
-        self.ctl = ctl_parent
+        self.ctl = ctl
+        # the handles still open on this process (one list shared by a
+        # group's): the last to close waits for the process
+        self._shared = shared
 
     def order(self, cmd: bytes, arg: int) -> None:
         self.ctl.sendall(FRAME.pack(cmd, arg))
@@ -252,7 +359,8 @@ class Peer:
         return bool(r)
 
     def close(self) -> None:
-        """Ask the peer to quit; SIGKILL it (by pid) if it does not."""
+        """Ask the peer to quit; SIGKILL it (by pid) if it does not.  A
+        group's connections each ask theirs to quit; the last one waits."""
         if self.pid <= 0:
             return
         try:
@@ -261,6 +369,10 @@ class Peer:
         except OSError:
             pass
         self.ctl.close()
+        self._shared[0] -= 1
+        if self._shared[0] > 0:
+            self.pid = -1  # the others' to wait for
+            return
         deadline = time.monotonic() + EXIT_GRACE
         while True:
             try:

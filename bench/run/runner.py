@@ -85,6 +85,9 @@ def case_metadata(key: CaseKey) -> dict[str, Any]:
         "size": key.size,
         "impl": key.impl,
         "batch": key.batch,
+        "sockbuf": key.sockbuf,
+        "threads": key.threads,
+        "nodelay": int(key.nodelay),
         "fastsock_schema": SCHEMA_VERSION,
     }
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import array
 import socket
 import time
+from typing import Callable
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
 from bench.run.ends import TCP_TRANSPORTS, Ends
@@ -54,6 +55,13 @@ CASE_TIMEOUT = 5.0
 LOSS_TIMEOUT = 0.2
 # Interval between two end-of-stream datagrams (seconds).
 END_RESEND = 0.0005
+# How long a stream case over a connection (TCP, Unix stream) runs before
+# its first timed call (seconds), as iperf3's --omit: a fresh pair of
+# processes placed by the kernel reached its steady rate only after
+# 100-200 ms here (tcp4 64 KiB: 1,650 MB/s at the second 10 ms value,
+# 2,050 at the 5th to 8th, 2,660 from the 17th on; 64 B: 45 -> 55 MB/s),
+# while pyperf's one 10 ms warm-up left every worker in that ramp.
+WARM_UP = 0.15
 
 
 class Extras:
@@ -62,15 +70,29 @@ class Extras:
     def __init__(self) -> None:
         self.msgs = 0
         self.cpu = 0.0  # seconds, user + system, of this process
+        self.wall = 0.0  # seconds of wall time over which ``cpu`` was spent
+        self.peer_cpu = 0.0  # seconds, the local peer process's (all threads)
+        self.peer_msgs = 0  # messages over which ``peer_cpu`` was spent
         self.sent = 0
         self.delivered = 0
         self.rounds = 0
         self.lost = 0
         self.samples: list[array.array[int]] = []  # RTT per round trip (ns)
 
-    def add_cpu(self, cpu: float, msgs: int) -> None:
+    def add_cpu(self, cpu: float, msgs: int, wall: float = 0.0) -> None:
         self.cpu += cpu
         self.msgs += msgs
+        self.wall += wall
+
+    def add_counts(self, other: Extras) -> None:
+        """Add what ``other`` counted (datagrams, rounds, RTT samples), not
+        its CPU time: one connection's of several, whose CPU is the
+        process's (bench.run.threads)."""
+        self.sent += other.sent
+        self.delivered += other.delivered
+        self.rounds += other.rounds
+        self.lost += other.lost
+        self.samples += other.samples
 
 
 class Unit:
@@ -79,6 +101,11 @@ class Unit:
     def __init__(self, key: CaseKey, ends: Ends) -> None:
         self.key = key
         self.ends = ends
+        # Called right before the clock starts (after the peer's orders):
+        # the start line of N units timed together (bench.run.threads).
+        self.gate: Callable[[], object] | None = None
+        # (start, end) of the last timed call, perf_counter seconds.
+        self.span = (0.0, 0.0)
 
     def time_loops(self, loops: int, extras: Extras) -> float:
         """Seconds for ``loops`` messages (round trips, connections)."""
@@ -89,20 +116,50 @@ class Unit:
 
 
 class Stream(Unit):
-    """Stream throughput over TCP or a Unix stream: timed until delivery."""
+    """Stream throughput over TCP or a Unix stream: timed until delivery.
+
+    The steps around the send are methods of their own, so that N
+    connections sent on one event loop (:class:`bench.run.threads.LoopGroup`)
+    take them alike."""
+
+    _got = 0  # bytes the peer confirmed in the last call
 
     def time_loops(self, loops: int, extras: Extras) -> float:
         ends, size = self.ends, self.key.size
-        sock, peer = ends.sock, ends.peer
-        assert sock is not None and peer is not None
-        tcp = self.key.transport in TCP_TRANSPORTS
-        peer.order(b"R", loops * size)
+        sock = ends.sock
+        assert sock is not None
+        self.begin(loops)
+        if self.gate is not None:
+            self.gate()
         c0 = time.process_time()
         t0 = time.perf_counter()
         ends.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        t1, t2 = self.delivered(loops, t0)
+        extras.add_cpu(time.process_time() - c0, loops, t2 - t0)
+        self.span = (t0, t1)
+        self.end(loops)
+        return t1 - t0
+
+    @property
+    def _nagle(self) -> bool:
+        # Nagle is on unless the case turned it off (--nodelay on): then
+        # there is no tail to push, and nothing to toggle
+        return self.key.transport in TCP_TRANSPORTS and not self.key.nodelay
+
+    def begin(self, loops: int) -> None:
+        """Order the peer to receive ``loops`` messages (before the clock)."""
+        assert self.ends.peer is not None
+        self.ends.peer.order(b"R", loops * self.key.size)
+
+    def delivered(self, loops: int, t0: float) -> tuple[float, float]:
+        """After the send (timed): wait for the peer's delivery; (when the
+        last byte arrived, now)."""
+        ends = self.ends
+        sock, peer = ends.sock, ends.peer
+        assert sock is not None and peer is not None
         if ends.peer_error is not None:  # seen while an event loop ran the send
             raise ends.peer_error
-        if tcp:
+        if self._nagle:
             # Push out a tail that Nagle holds until the peer's (delayed,
             # up to 40 ms) ACK: the loop is done, the stall is not its cost.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -110,16 +167,20 @@ class Stream(Unit):
         # delivery ends there, not when its answer wakes this process up.
         t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
             peer, "stamps", False) else None
-        got = peer.answer(CASE_TIMEOUT)
-        t1 = time.perf_counter()
+        self._got = peer.answer(CASE_TIMEOUT)
+        t1 = t2 = time.perf_counter()
         if t_last is not None and t0 < t_last <= t1:
             t1 = t_last
-        extras.add_cpu(time.process_time() - c0, loops)
-        if tcp:
+        return t1, t2
+
+    def end(self, loops: int) -> None:
+        """After the clock: Nagle back on, every byte accounted for."""
+        sock = self.ends.sock
+        assert sock is not None
+        if self._nagle:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
-        if got != loops * size:
-            raise PeerError(f"peer received {got} of {loops * size} bytes")
-        return t1 - t0
+        if self._got != loops * self.key.size:
+            raise PeerError(f"peer received {self._got} of {loops * self.key.size} bytes")
 
 
 class DgramStream(Unit):
@@ -131,6 +192,8 @@ class DgramStream(Unit):
         assert sock is not None and peer is not None
         peer.order(b"G", loops)
         peer.answer(CASE_TIMEOUT, expect=b"A")
+        if self.gate is not None:
+            self.gate()
         c0 = time.process_time()
         t0 = time.perf_counter()
         ends.loops.dgram_send(sock, loops, size, self.key.mode, CASE_TIMEOUT,
@@ -147,7 +210,8 @@ class DgramStream(Unit):
             peer.wait_ready(END_RESEND)
         delivered = peer.answer(CASE_TIMEOUT)
         t1 = time.perf_counter()
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
+        self.span = (t0, t1)
         extras.sent += loops
         extras.delivered += delivered
         if delivered == 0:
@@ -164,6 +228,8 @@ class Pingpong(Unit):
         assert sock is not None
         dgram = self.key.transport in DGRAM_TRANSPORTS
         samples = array.array("q", bytes(8 * loops))
+        if self.gate is not None:
+            self.gate()
         c0 = time.process_time()
         if dgram:
             t0 = time.perf_counter()
@@ -180,7 +246,8 @@ class Pingpong(Unit):
             )
             t1 = time.perf_counter()
             lost = 0
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
+        self.span = (t0, t1)
         if dgram:  # only datagram rounds can be lost
             extras.rounds += loops
             extras.lost += lost
@@ -216,8 +283,30 @@ class Connect(Unit):
         t0 = time.perf_counter()
         self.ends.loops.connect_accept(sock, loops, self.key.mode, CASE_TIMEOUT)
         t1 = time.perf_counter()
-        extras.add_cpu(time.process_time() - c0, loops)
+        extras.add_cpu(time.process_time() - c0, loops, t1 - t0)
+        self.span = (t0, t1)
         return t1 - t0
+
+
+def warms_up(key: CaseKey) -> bool:
+    """Whether the case streams over a connection (see :data:`WARM_UP`)."""
+    return key.scenario == "stream" and key.transport not in DGRAM_TRANSPORTS
+
+
+def warm_up(unit: Unit, seconds: float = WARM_UP) -> int:
+    """Run ``unit``'s calls, untimed, for about ``seconds``: from 8 loops
+    up, doubling, then what fills the rest at the rate seen.  Returns the
+    loops run (counted nowhere else)."""
+    loops, done, spent = 8, 0, 0.0
+    while spent < seconds:
+        t0 = time.perf_counter()
+        unit.time_loops(loops, Extras())
+        took = time.perf_counter() - t0
+        spent += took
+        done += loops
+        left = seconds - spent
+        loops = max(1, min(2 * loops, int(loops * left / took) if took > 0 else 2 * loops))
+    return done
 
 
 def unit_for(key: CaseKey, ends: Ends) -> Unit:

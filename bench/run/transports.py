@@ -19,6 +19,17 @@ connects to it, so a Unix listener keeps its path (in a private temporary
 directory) until ``close()`` removes both.  A worker killed outright
 (SIGKILL) leaves that directory behind; every other way out closes it.
 
+Socket buffers (a case's ``sockbuf``, :mod:`bench.run.axes`): both ends
+get ``SO_SNDBUF`` and ``SO_RCVBUF`` before they connect: TCP picks its
+window scale from the receive buffer at the handshake, and a set size turns
+its autotuning off.  A TCP connection accepted from a listener inherits the
+listener's sizes; a Unix stream one does not, so it gets them after
+``accept`` (nothing is negotiated there).  :func:`buffer_facts` reads back
+what the kernel granted on both ends: it doubles a request (for its own
+bookkeeping) and caps it at ``net.core.wmem_max`` / ``rmem_max``;
+``SO_SNDBUFFORCE`` / ``SO_RCVBUFFORCE``, which pass the cap, need root and
+are not used.
+
 Limits: loopback only (127.0.0.1, ::1); the cross-host peer is ``serve``.
 """
 
@@ -86,13 +97,42 @@ def available() -> list[str]:
     return out
 
 
-def _tcp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
+def set_buffers(sock: socket.socket, sockbuf: int) -> None:
+    """Ask for ``sockbuf`` bytes of send and receive buffer (0: leave the
+    kernel's defaults)."""
+    if sockbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sockbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sockbuf)
+
+
+def granted(sock: socket.socket) -> tuple[int, int]:
+    """(SO_SNDBUF, SO_RCVBUF) as the kernel reports them, bytes."""
+    return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+
+def buffer_facts(mine: socket.socket, theirs: socket.socket, sockbuf: int) -> dict[str, int]:
+    """What the kernel granted on both ends, for the report: the peer's end
+    (``peer_sndbuf``, ``peer_rcvbuf``) and, when a size was asked for,
+    whether it was capped (``sockbuf_capped``: a grant below twice the
+    request; the measured end's sizes are recorded by the worker)."""
+    snd, rcv = granted(theirs)
+    facts = {"peer_sndbuf": snd, "peer_rcvbuf": rcv}
+    if sockbuf:
+        every = (*granted(mine), snd, rcv)
+        facts["sockbuf_capped"] = int(any(g < 2 * sockbuf for g in every))
+    return facts
+
+
+def _tcp_pair(family: int, host: str, sockbuf: int = 0) -> tuple[socket.socket, socket.socket]:
     with socket.socket(family, socket.SOCK_STREAM) as lst:
+        set_buffers(lst, sockbuf)  # before listen: the accepted socket inherits them
         lst.bind((host, 0))
         lst.listen(1)
         lst.settimeout(SETUP_TIMEOUT)
         client = socket.socket(family, socket.SOCK_STREAM)
         try:
+            set_buffers(client, sockbuf)  # before connect: the window scale
             client.settimeout(SETUP_TIMEOUT)
             client.connect(lst.getsockname()[:2])
             server, _ = lst.accept()
@@ -102,10 +142,12 @@ def _tcp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-def _udp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
+def _udp_pair(family: int, host: str, sockbuf: int = 0) -> tuple[socket.socket, socket.socket]:
     a = socket.socket(family, socket.SOCK_DGRAM)
     b = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        set_buffers(a, sockbuf)
+        set_buffers(b, sockbuf)
         a.bind((host, 0))
         b.bind((host, 0))
         a.connect(b.getsockname()[:2])
@@ -117,12 +159,14 @@ def _udp_pair(family: int, host: str) -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
-def _unix_pair(kind: int) -> tuple[socket.socket, socket.socket]:
+def _unix_pair(kind: int, sockbuf: int = 0) -> tuple[socket.socket, socket.socket]:
     d = tempfile.mkdtemp(prefix="fastsock-")
     pa, pb = os.path.join(d, "a.sock"), os.path.join(d, "b.sock")
     a = socket.socket(socket.AF_UNIX, kind)
     b = socket.socket(socket.AF_UNIX, kind)
     try:
+        set_buffers(a, sockbuf)
+        set_buffers(b, sockbuf)
         if kind == socket.SOCK_STREAM:
             b.bind(pb)
             b.listen(1)
@@ -131,6 +175,11 @@ def _unix_pair(kind: int) -> tuple[socket.socket, socket.socket]:
             a.connect(pb)
             server, _ = b.accept()
             b.close()
+            try:  # a Unix connection does not inherit the listener's sizes
+                set_buffers(server, sockbuf)
+            except BaseException:
+                server.close()
+                raise
             return a, server
         a.bind(pa)
         b.bind(pb)
@@ -145,20 +194,22 @@ def _unix_pair(kind: int) -> tuple[socket.socket, socket.socket]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def make_pair(transport: str) -> tuple[socket.socket, socket.socket]:
-    """(measured end, peer end), connected, blocking, no timeout."""
+def make_pair(transport: str, sockbuf: int = 0) -> tuple[socket.socket, socket.socket]:
+    """(measured end, peer end), connected, blocking, no timeout; with
+    ``sockbuf`` > 0 both ends asked for that many bytes of send and receive
+    buffer before they connect."""
     if transport == "tcp4":
-        pair = _tcp_pair(socket.AF_INET, "127.0.0.1")
+        pair = _tcp_pair(socket.AF_INET, "127.0.0.1", sockbuf)
     elif transport == "tcp6":
-        pair = _tcp_pair(socket.AF_INET6, "::1")
+        pair = _tcp_pair(socket.AF_INET6, "::1", sockbuf)
     elif transport == "udp4":
-        pair = _udp_pair(socket.AF_INET, "127.0.0.1")
+        pair = _udp_pair(socket.AF_INET, "127.0.0.1", sockbuf)
     elif transport == "udp6":
-        pair = _udp_pair(socket.AF_INET6, "::1")
+        pair = _udp_pair(socket.AF_INET6, "::1", sockbuf)
     elif transport == "unix-stream":
-        pair = _unix_pair(socket.SOCK_STREAM)
+        pair = _unix_pair(socket.SOCK_STREAM, sockbuf)
     elif transport == "unix-dgram":
-        pair = _unix_pair(socket.SOCK_DGRAM)
+        pair = _unix_pair(socket.SOCK_DGRAM, sockbuf)
     else:
         raise ValueError(f"unknown transport {transport!r}")
     for s in pair:

@@ -53,9 +53,10 @@ from typing import Any
 from bench.analysis.report import CaseKey
 from bench.run import impls as _impls
 from bench.run.ends import CaseFailed, Ends, Opener, fork_peer, listen, open_ends, open_local
-from bench.run.eventloop import Handler, hand_over, wrap
-from bench.run.peer import PeerError
-from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
+from bench.run.eventloop import Handler, hand_over, wrap, wrap_group
+from bench.run.peer import PeerError, cpu_seconds
+from bench.run.scenarios import CASE_TIMEOUT, WARM_UP, Extras, Unit, unit_for, warm_up, warms_up
+from bench.run.threads import LoopGroup, open_group, threaded_unit
 
 # A lockstep worker's baton (``run --base-python``, bench.run.lockstep):
 # "FD:SLOT" in its environment, FD a socket to the main process.
@@ -96,6 +97,10 @@ class StatsHook(Extras):
             metadata["lockstep_slot"] = _BATON.slot
         if self.msgs:
             metadata["cpu_per_msg"] = self.cpu / self.msgs
+        if self.wall > 0:
+            metadata["cpu_use"] = self.cpu / self.wall
+        if self.peer_msgs:
+            metadata["peer_cpu_per_msg"] = self.peer_cpu / self.peer_msgs
         if self.sent:
             metadata["sent"] = self.sent
             metadata["delivered"] = self.delivered
@@ -184,8 +189,11 @@ class Case:
     """One case in a pyperf worker: set-up at the first timed call, the
     lockstep turn, the peer watch, failure and teardown; its unit times."""
 
-    def __init__(self, key: CaseKey, opener: Opener | None = None) -> None:
+    def __init__(self, key: CaseKey, opener: Opener | None = None,
+                 placement: str = "auto") -> None:
         self.key = key
+        # where a local case's two processes run (bench.run.peer.PLACEMENTS)
+        self.placement = placement
         # A peer elsewhere (``run --remote``: bench.remote.client.open_case
         # bound to the server's address), or None: a local pair and peer.
         self.opener = opener
@@ -195,8 +203,11 @@ class Case:
         self.impl = _impls.get(key.impl)
         self.on_event_loop = self.impl.kind == "event loop"
         self.ends: Ends | None = None
+        # every connection's ends (threads > 1: several; else [ends])
+        self.group: list[Ends] = []
         self.unit: Unit | None = None
         self._watch: Handler = self._on_sigchld  # the SIGCHLD handler of a timed call
+        self._warm = warms_up(key)  # see bench.run.scenarios.WARM_UP
 
     # ------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -208,14 +219,30 @@ class Case:
         except _impls.ImplError as exc:
             raise CaseFailed(str(exc)) from None
         connect = self.opener is None and key.scenario == "connect"
+        own = (_BATON.sock,) if _BATON is not None else ()
         if connect:
-            ends = listen(key, loops)
+            ends = listen(key, loops, self.placement)
+        elif key.threads > 1:
+            if self.opener is not None:
+                raise CaseFailed("threads > 1 needs a local peer (not --remote)")
+            self.group = open_group(key, loops, own)
+            self.ends = self.group[0]
+            atexit.register(self.close)  # owned from here: a failure below still closes
+            if self.on_event_loop:  # N connections on one loop, no threads
+                self.unit = LoopGroup(key, self.group)
+                runner = wrap_group(self.group, key.impl, CASE_TIMEOUT)
+                self._watch = hand_over(self.ends, self.check_peer, runner)
+            else:
+                self.unit = threaded_unit(key, self.group)
+            _CASE_META.update(self.ends.meta)
+            return
         else:
-            own = (_BATON.sock,) if _BATON is not None else ()
-            opener = self.opener or partial(open_local, start_peer=partial(fork_peer, own=own))
+            opener = self.opener or partial(open_local, start_peer=partial(fork_peer, own=own),
+                                            placement=self.placement)
             ends = open_ends(key, opener, loops)
         # Owned from here: a failure below still closes the ends.
         self.ends, self.unit = ends, unit_for(key, ends)
+        self.group = [ends]
         atexit.register(self.close)
         if self.on_event_loop and not connect:
             wrap(ends, key.impl, CASE_TIMEOUT)
@@ -226,7 +253,11 @@ class Case:
         """End the ends the unit's way; safe before set-up and twice."""
         if self.unit is not None:
             self.unit.close()
+        else:  # set-up failed between the connections and their unit
+            for ends in self.group:
+                ends.close()
         self.ends = self.unit = None
+        self.group = []
 
     # ------------------------------------------------------------ timing
     def time_func(self, loops: int) -> float:
@@ -252,20 +283,39 @@ class Case:
         # end the peer themselves and must not be interrupted by its death.
         assert self.unit is not None
         extras = _ACTIVE if _ACTIVE is not None else Extras()  # none: kept nowhere
+        if self._warm:  # once, in the first call's turn, watched, before its clock
+            self._warm = False
+            old = signal.signal(signal.SIGCHLD, self._watch)
+            try:
+                warm_up(self.unit)
+            finally:
+                signal.signal(signal.SIGCHLD, old)
+            _CASE_META["warm_up"] = WARM_UP
+        pid = self.ends.peer.pid if self.ends is not None and self.ends.peer is not None else -1
+        # the local peer's CPU time, read outside the timed region
+        before = cpu_seconds(pid) if pid > 0 else None
+        msgs = extras.msgs
         old = signal.signal(signal.SIGCHLD, self._watch)
         try:
-            return self.unit.time_loops(loops, extras)
+            seconds = self.unit.time_loops(loops, extras)
         finally:
             signal.signal(signal.SIGCHLD, old)
+        after = cpu_seconds(pid) if before is not None else None
+        if before is not None and after is not None:
+            extras.peer_cpu += after - before
+            extras.peer_msgs += extras.msgs - msgs
+        return seconds
 
     def _on_sigchld(self, signum: int, frame: FrameType | None) -> None:
         self.check_peer()
 
     def check_peer(self) -> None:
-        """Raise PeerError when the peer has exited or been stopped."""
-        ends = self.ends
-        if ends is None:
-            return
+        """Raise PeerError when the peer has exited or been stopped (with
+        several connections: their one peer process)."""
+        for ends in self.group or ([self.ends] if self.ends is not None else []):
+            self._check_one(ends)
+
+    def _check_one(self, ends: Ends) -> None:
         if ends.peer_error is not None:
             raise ends.peer_error
         peer = ends.peer
@@ -282,6 +332,9 @@ class Case:
             if sig in (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
                 return  # job control (Ctrl-Z stops the worker too; fg resumes both)
             raise PeerError(f"peer (pid {peer.pid}) was stopped by {signal.Signals(sig).name}")
+        for other in self.group:  # a group's handles share the process
+            if other.peer is not None and other.peer.pid == peer.pid:
+                other.peer.pid = -1
         peer.pid = -1  # reaped: never signal that pid again
         if os.WIFSIGNALED(status):
             raise PeerError(f"peer died (killed by {signal.Signals(os.WTERMSIG(status)).name})")
@@ -293,10 +346,11 @@ class Case:
             text = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror}"
         print(f"fastsock-bench: case {self.key.name} failed: {text}", file=sys.stderr)
         sys.stderr.flush()
-        peer = self.ends.peer if self.ends is not None else None
-        if peer is not None and peer.pid > 0:
+        pids = {e.peer.pid for e in self.group or ([self.ends] if self.ends else [])
+                if e.peer is not None and e.peer.pid > 0}
+        for pid in pids:
             # no grace for a failed case's peer (it may be stopped)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(peer.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         self.close()
         os._exit(3)
