@@ -25,9 +25,10 @@ Who makes the socket and the peer is one function, an :data:`Opener`;
 The connect scenario has no peer: :func:`listen` makes a listener, whose
 socket is the measured one (``connect_accept`` plays both ends).
 
-Made for what comes next, not doing it: a counting run under valgrind
-(issue 13) wants its peer out of valgrind, i.e. another :data:`PeerStarter`
-(fork+exec) given to :func:`open_local`; N connections in N threads (issue
+A counting run under valgrind (``run --measure instructions``) wants its
+peer out of valgrind: :func:`exec_peer`, the :data:`PeerStarter` that
+forks and execs (:class:`bench.run.peer.ExecPeer`).  Made for what comes
+next, not doing it: N connections in N threads (issue
 15) are N ``Ends``, opened alike; ``loops`` is whatever module keeps the
 loop contract of :mod:`fastsock._common` (issue 14).
 
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
-from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus
+from bench.run.peer import ExecPeer, Peer, PeerError, PeerLike, choose_cpus
 from bench.run.transports import Listener, make_pair
 
 if TYPE_CHECKING:  # asyncio only where an event loop runs (bench.run.eventloop)
@@ -103,6 +104,15 @@ def fork_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey, cpu: int
     worker's turn socket)."""
     return Peer(theirs, key.scenario, key.transport in DGRAM_TRANSPORTS, key.mode, key.size,
                 cpu, measured=mine, workers_own=own)
+
+
+def exec_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey,
+              cpu: int | None) -> PeerLike:
+    """A :data:`PeerStarter` for a worker under valgrind (``run --measure
+    instructions``): :class:`bench.run.peer.ExecPeer`, a new interpreter
+    that runs natively, outside the instrumentation."""
+    return ExecPeer(theirs, key.scenario, key.transport in DGRAM_TRANSPORTS, key.mode,
+                    key.size, cpu)
 
 
 def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer
