@@ -8,8 +8,14 @@ metadata.  Every consumer (compare, plot, report) reads a case's fields from
 metadata, never from its name, and goes through :func:`load_report`, which
 turns every way a file can be wrong into one :class:`ReportError` line.
 
-Schema (``fastsock_schema`` = 1)
+Schema (``fastsock_schema`` = 2)
 --------------------------------
+Two measures share the schema: ``time`` (pyperf's seconds; the default,
+and what a report without ``measure`` is: schema 1 had only it) and
+``instructions`` (``run --measure instructions``: user-space instructions
+per message counted under valgrind, see "Count reports" below).  One
+report holds one measure.
+
 Benchmark metadata (the same in every run of a benchmark):
 
 =================  =====  ==================================================
@@ -32,6 +38,7 @@ peer_batch         int    datagrams per receive call of the peer (datagram
                           stream only; recvmmsg when > 1; absent in older
                           reports, whose peer took one per recv)
 fastsock_schema    int    this schema's version
+measure            str    ``time`` (absent: time) or ``instructions``
 fastsock_version   str    fastsock's version
 fastsock_commit    str    git commit of the measured tree ("unknown" if none)
 fastsock_loaded    str    implementation the measuring process loaded
@@ -69,6 +76,34 @@ lockstep_slot  int    runs of ``run --base-python`` in lockstep only: the
                       slot, shared by the base's and the candidate's run
                       that took turns value by value (compare pairs them)
 =============  =====  =====================================================
+
+Count reports (``measure`` = ``instructions``): one run of one value per
+benchmark, instructions per message, round trip or connection of the
+measured process's user space (interpreter, extension, libc; not the
+kernel's work), retry-free where fitted.  pyperf's ``unit`` is
+``integer`` (pyperf knows no other unit for a count); fastsock's own keys:
+
+=================  =====  ==============================================
+count_unit         str    ``instructions per message`` (round trip,
+                          connection)
+count_tool         str    ``callgrind``
+valgrind_version   str    ``valgrind-3.19.0``
+count_method       str    ``difference`` (N and 2N messages) or ``fit``
+                          (least squares over six intervals)
+count_n            int    N, messages of the unit interval
+count_msgs         str    messages per interval, comma-separated
+count_ir           str    instructions per interval, comma-separated
+count_se           float  fit only: standard error of the value
+retries_per_msg    float  fit only: waits after EAGAIN per message;
+                          likewise continuations_per_msg, resends_per_msg
+instr_per_retry    float  fit only: instructions per retry (where fitted;
+                          likewise instr_per_continuation, instr_per_resend)
+count_env          str    the environment fixed for counting
+count_left_out     str    cases not counted and why (spin), if any
+sent, delivered,   ...    as in a time report; a count is per *sent*
+loss                      datagram (the sender's work does not depend on
+                          the loss, which is information)
+=================  =====  ==============================================
 """
 
 from __future__ import annotations
@@ -79,11 +114,12 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyperf
+if TYPE_CHECKING:  # imported where used: the counting worker starts under
+    import pyperf  # valgrind, where pyperf's import alone costs ~4 s
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Reports larger than this are refused before parsing (bytes): a default
 # run is well under 10 MB; a larger file is not a fastsock report.
 MAX_REPORT_BYTES = 256 * 1024 * 1024
@@ -101,7 +137,10 @@ TWIN_IMPLS = (COMPILED, PYTHON)
 # The event-loop comparators, "<event loop>-<API>" (fastsock._asyncloops).
 ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock")
 # Defaults for fields added after schema 1, so older reports still load.
-FIELD_DEFAULTS: dict[str, Any] = {"batch": 1}
+FIELD_DEFAULTS: dict[str, Any] = {"batch": 1, "measure": "time"}
+# What a report's values are: pyperf's seconds, or counted instructions.
+TIME, INSTRUCTIONS = "time", "instructions"
+MEASURES = (TIME, INSTRUCTIONS)
 FINGERPRINT_KEYS = (
     "cpu_model_name",
     "cpu_count",
@@ -121,6 +160,7 @@ FINGERPRINT_KEYS = (
     "hostname",
     "interleaved",
     "interleaved_side",
+    "valgrind_version",
 )
 PERCENTILES = ("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999")
 
@@ -195,6 +235,7 @@ class Report:
     suite: pyperf.BenchmarkSuite
     cases: list[Case]
     fingerprint: dict[str, Any]
+    measure: str = TIME  # what the values are (MEASURES)
 
     def by_key(self) -> dict[CaseKey, Case]:
         return {c.key: c for c in self.cases}
@@ -265,6 +306,8 @@ def load_report(path: str | os.PathLike[str]) -> Report:
         "benchmarks" not in data and "runs" not in data
     ):
         raise ReportError(f"{path}: JSON but not a pyperf report")
+    import pyperf
+
     try:
         suite = pyperf.BenchmarkSuite.loads(raw.decode("utf-8"))
     except Exception as exc:  # pyperf raises many types on malformed input
@@ -287,7 +330,15 @@ def load_report(path: str | os.PathLike[str]) -> Report:
             f"{path}: report schema {schema} is newer than this fastsock ({SCHEMA_VERSION});"
             " upgrade"
         )
-    return Report(path, suite, cases, fingerprint(cases))
+    measures = {str(c.metadata.get("measure", TIME)) for c in cases}
+    unknown = sorted(measures - set(MEASURES))
+    if unknown:
+        raise ReportError(f"{path}: unknown measure {unknown[0]!r} (this fastsock knows "
+                          f"{', '.join(MEASURES)})")
+    if len(measures) > 1:
+        raise ReportError(f"{path}: mixes measures ({', '.join(sorted(measures))}); "
+                          "a report holds one")
+    return Report(path, suite, cases, fingerprint(cases), measures.pop())
 
 
 def fingerprint(cases: Iterable[Case]) -> dict[str, Any]:

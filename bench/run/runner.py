@@ -86,6 +86,7 @@ def case_metadata(key: CaseKey) -> dict[str, Any]:
         "impl": key.impl,
         "batch": key.batch,
         "fastsock_schema": SCHEMA_VERSION,
+        "measure": "time",  # run --measure instructions: bench.run.count
     }
 
 
