@@ -42,7 +42,7 @@ from bench.analysis.report import COMPILED, INSTRUCTIONS, PYTHON, TIME, Case, Ca
 
 THRESHOLD = 0.01  # a count change below 1% is "same"
 Z95 = statistics.NormalDist().inv_cdf(0.975)
-MEASURE_NAMES = {TIME: "time", INSTRUCTIONS: "instruction count"}
+MEASURE_NAMES = {TIME: "a time report", INSTRUCTIONS: "an instruction-count report"}
 
 
 def default_threshold(measure: str) -> float:
@@ -54,9 +54,9 @@ def check_same_measure(base: Report, new: Report) -> None:
     """ValueError, one line, when the two reports hold different measures."""
     if base.measure != new.measure:
         raise ValueError(
-            f"cannot compare a {MEASURE_NAMES.get(base.measure, base.measure)} report "
-            f"({base.path}) with a {MEASURE_NAMES.get(new.measure, new.measure)} report "
-            f"({new.path}): compare reports of one measure")
+            f"cannot compare {MEASURE_NAMES.get(base.measure, base.measure)} ({base.path}) "
+            f"with {MEASURE_NAMES.get(new.measure, new.measure)} ({new.path}): "
+            "compare reports of one measure")
 
 
 def count(case: Case) -> float:

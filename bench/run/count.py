@@ -90,10 +90,14 @@ PATTERN_FIT = (1, 2, 1, 2, 1, 2)
 # Instructions per interval of N (a preset's): per-call noise (quickening,
 # specialisation: 400-1000 instructions a call) stays below 0.03%.
 TARGET = {"quick": 1e6, "default": 4e6, "full": 4e6}
-# Fitted cases get longer intervals: what timing adds to them (a retry's
-# exception, the collector's run it shifts into another interval: ~10K
-# instructions each; an event loop's retry: ~60K) weighs less.
+# Fitted cases of interpreted loops get longer intervals: what timing adds
+# to them (a retry's exception, and the collector's run it shifts into
+# another interval: ~10K instructions each; an event loop's retry: ~60K)
+# weighs less.  The compiled loops allocate nothing per retry.
 FIT_TARGET_FACTOR = 3
+# Batched cases: a datagram costs valgrind's syscall wrapper ~20 µs, more
+# than its instructions; their calls are few, so half the target does.
+BATCH_TARGET_FACTOR = 0.5
 MIN_N = 300
 # Rough instructions per message, only to choose N (measured here).
 ESTIMATE = {
@@ -104,11 +108,12 @@ ESTIMATE = {
     ("connect", "cython"): 1900, ("connect", "python"): 40000,
 }
 DEFAULT_ESTIMATE = 5000
-# Instructions per second under callgrind (pure bytecode; syscalls add
-# SYSCALL_S each), only to balance the groups.
+# Instructions per second under callgrind (pure bytecode; every message
+# adds MESSAGE_S: its syscalls through valgrind, the kernel's copy), only
+# to balance the groups.
 RATE = 40e6
-SYSCALL_S = 1e-5
-CASE_START_S = 0.4
+MESSAGE_S = 1.5e-5
+CASE_START_S = 0.5
 # Valgrind processes at most; fewer on fewer CPUs.
 JOBS = 2
 # Bound on one case in a valgrind process (seconds): the slowest default
@@ -141,7 +146,9 @@ def n_for(key: CaseKey, preset: str) -> int:
     """Messages per unit interval: >= TARGET instructions, whole batches."""
     est = ESTIMATE.get((key.scenario, key.impl), DEFAULT_ESTIMATE) / key.batch
     target = TARGET.get(preset, TARGET["default"])
-    if method(key) == "fit":
+    if key.batch > 1:
+        target *= BATCH_TARGET_FACTOR
+    elif method(key) == "fit" and key.impl != "cython":
         target *= FIT_TARGET_FACTOR
     n = max(MIN_N, math.ceil(target / est))
     return -(-n // key.batch) * key.batch
@@ -167,8 +174,7 @@ def cost(task: Task) -> float:
     """Rough seconds of a task under callgrind, to balance the groups."""
     est = ESTIMATE.get((task.key.scenario, task.key.impl), DEFAULT_ESTIMATE) / task.key.batch
     msgs = task.n * sum(task.pattern)
-    calls = msgs / task.key.batch
-    return CASE_START_S + msgs * est / RATE + calls * SYSCALL_S
+    return CASE_START_S + msgs * (est / RATE + MESSAGE_S)
 
 
 def jobs() -> int:
