@@ -25,7 +25,18 @@ order and answer) is the same in every call and cancels in the difference
                                           the loop body before any counting
     gc.collect(); gc.freeze()              the collector's work in the loop no
                                           longer depends on this harness's heap
-    marker | time_loops(p1 * N) | marker | time_loops(p2 * N) | marker ...
+    gc.collect(0) | marker | time_loops(p1 * N) gc.collect(0) | marker |
+                             time_loops(p2 * N) gc.collect(0) | marker ...
+
+Why ``gc.collect(0)`` ends every interval: the cyclic collector runs when
+the young generation has grown by 700 objects since its last run, so
+without it a run (~10K instructions here) falls every so many calls of the
+unit, wherever the process's whole history puts it: always into the N
+intervals, say, and the difference is 0.3% off, differently for another
+selection of cases.  Ended by a collection of its own, every interval
+starts from an empty young generation: what the collector does inside it
+(for loops that leave cyclic garbage) is that interval's own work, and the
+collection that ends it costs the same in each.
 
 The case owns the parts of its markers; it reports the first one's number
 and how many, with what each interval's unit saw beside the count
@@ -155,10 +166,12 @@ def count_case(task: Task, marker: Marker) -> dict[str, Any]:
         gc.collect()
         gc.freeze()
         try:
+            gc.collect(0)
             first = marker() + 1
             for m in task.pattern:
                 ex = Extras()
                 unit.time_loops(m * task.n, ex)
+                gc.collect(0)  # every interval starts the collector's count afresh
                 marker()
                 seen.sent += ex.sent
                 seen.delivered += ex.delivered
