@@ -93,6 +93,10 @@ count_method       str    ``difference`` (N and 2N messages) or ``fit``
 count_n            int    N, messages of the unit interval
 count_msgs         str    messages per interval, comma-separated
 count_ir           str    instructions per interval, comma-separated
+count_setup_ir     int    instructions before the case's first interval
+                          (the previous case's teardown, this one's
+                          set-up and warm-up; the first case: start-up):
+                          not counted
 count_se           float  fit only: standard error of the value
 retries_per_msg    float  fit only: waits after EAGAIN per message;
                           likewise continuations_per_msg, resends_per_msg

@@ -94,6 +94,18 @@ def parts(outdir: str, pid: int) -> list[int]:
     return sorted(out)
 
 
+def part_total(path: str) -> int:
+    """A part's instructions only (its header: the file may be megabytes)."""
+    try:
+        with open(path, "rb") as f:
+            m = _SUMMARY.search(f.read(4096))
+    except OSError as exc:
+        raise CallgrindError(f"{path}: cannot read ({exc.strerror})") from None
+    if m is None:
+        raise CallgrindError(f"{path}: no summary line (not a callgrind part?)")
+    return int(m.group(1))
+
+
 def read_part(path: str) -> tuple[int, dict[str, int]]:
     """(instructions, calls of each of :data:`CALLS`) of one part file."""
     try:

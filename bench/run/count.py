@@ -13,21 +13,24 @@ space (interpreter, extension, libc), never the kernel's work.
 The plan (:func:`plan`):
 
 * modes whose work per message does not depend on timing, ``blocking`` and
-  ``timeout`` (and connect's blocking and timeout), are counted over two
-  intervals of N and 2N messages in one process, and the *difference* is
-  divided by N: start-up, set-up and every per-call cost cancel.  Their
-  calls are checked (:func:`_unsteady`): the same number of end-marker
-  resends in both intervals, socket calls in whole numbers per message; a
-  case that fails the check, or a datagram round trip lost, is counted
-  again once, then fails with one line;
+  ``timeout`` (connect's too), are counted over intervals of N and 2N
+  messages in one process, and the *difference* is divided by N:
+  start-up, set-up and every per-call cost cancel.  A pair of intervals
+  counts only when its calls say so (:func:`_unsteady`: the datagram
+  stream's end-marker loop turned as often in both, every socket call
+  count grew by a whole number per message); datagram streams get four
+  intervals (N, 2N, N, 2N) for that loop, and the median over the steady
+  pairs is taken.  No steady pair, or a datagram round trip lost: the
+  case is counted again once, then fails with one line;
 * ``nonblocking`` retries after EAGAIN as often as the peer's timing says:
   six intervals (N, 2N, N, 2N, N, 2N) and a least-squares *fit* of
   ``I = a * messages + b * retries + b' * continuations + b'' * resends + c``,
   the events counted from callgrind's call counts (poll or epoll_wait
-  calls, extra send/recv calls, select calls of the end-marker loop).  ``a``
-  is the retry-free count per message; the retries per message and the
-  instructions per retry are reported beside it, with the fit's standard
-  error;
+  calls, send/recv calls beyond them, select calls of the end-marker
+  loop), each beyond its nominal calls per message (:func:`_timing`).
+  ``a`` is the retry-free count per message; the retries per message and
+  the instructions per retry are reported beside it, with the fit's
+  standard error;
 * ``spin`` is left out (:data:`LEFT_OUT`): its per-message work is busy
   polling.
 
@@ -56,6 +59,7 @@ import os
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -83,8 +87,8 @@ LEFT_OUT = {
 }
 PATTERN_DIFFERENCE = (1, 2)
 # Datagram streams end each call with a loop of end markers that turns as
-# often as the peer takes to answer: two more intervals let a fit take an
-# extra turn out (method "fit" then; "difference" when none happened).
+# often as the peer takes to answer: with two more intervals, four (N, 2N)
+# pairs, of which one with the same turns on both sides nearly always is.
 PATTERN_DATAGRAM = (1, 2, 1, 2)
 PATTERN_FIT = (1, 2, 1, 2, 1, 2)
 # Instructions per interval of N (a preset's): per-call noise (quickening,
@@ -262,12 +266,46 @@ def _timing(key: CaseKey, ivs: list[Interval]) -> dict[str, tuple[list[float], f
     return out
 
 
+def _unsteady(key: CaseKey, a: Interval, b: Interval) -> str | None:
+    """Why the difference of intervals ``a`` (N) and ``b`` (2N) would not
+    cancel the per-call work, or None: the end-marker loop turned a
+    different number of times, or a socket call count grew by other than
+    a whole number per message (a partial send, an EAGAIN, a timeout)."""
+    dm = b.msgs - a.msgs
+    if a.calls["select"] != b.calls["select"]:
+        return "end-marker resends differ"
+    for name in _cg.CALLS:
+        d = (b.calls[name] - a.calls[name]) * key.batch
+        if d % dm:
+            return f"{name} calls per message not whole ({d / key.batch / dm:.4f})"
+    return None
+
+
+def _difference(key: CaseKey, ivs: list[Interval]) -> Count:
+    """A deterministic case: the median over its steady (N, 2N) pairs of
+    intervals of (count of 2N - count of N) / N; :class:`Unsteady` when no
+    pair is steady."""
+    values, why = [], None
+    for a in ivs:
+        for b in ivs:
+            if b.msgs != 2 * a.msgs:
+                continue
+            problem = _unsteady(key, a, b)
+            if problem is None:
+                values.append((b.instructions - a.instructions) / (b.msgs - a.msgs))
+            why = why or problem
+    if not values:
+        raise Unsteady(f"timing-dependent work in a {key.mode} case ({why})")
+    return Count(statistics.median(values), "difference")
+
+
 def solve(key: CaseKey, ivs: list[Interval], deterministic: bool) -> Count:
-    """Instructions per message from a case's intervals: least squares of
-    ``I = a * messages + sum(b_j * event_j) + c`` over the events that vary
-    apart from the messages (none: a plain difference, method
-    ``difference``).  A deterministic case with timing-dependent work and
-    too few intervals to separate it raises :class:`Unsteady`."""
+    """Instructions per message from a case's intervals.  Deterministic
+    modes: :func:`_difference`.  The others: least squares of ``I = a *
+    messages + sum(b_j * event_j) + c`` over the events that vary apart from
+    the messages (:func:`_timing`), ``a`` the retry-free count."""
+    if deterministic:
+        return _difference(key, ivs)
     import numpy as np
 
     msgs = np.array([iv.msgs for iv in ivs], dtype=float)
@@ -276,18 +314,17 @@ def solve(key: CaseKey, ivs: list[Interval], deterministic: bool) -> Count:
     cols, used = [msgs, np.ones_like(msgs)], []
     for name in EVENTS:
         x = np.array(timing[name][0], dtype=float)
-        trial = np.column_stack(cols + [x])
-        # only what varies apart from the messages: a constant is the intercept's
-        if np.linalg.matrix_rank(trial, tol=1e-9 * np.abs(trial).max()) == trial.shape[1]:
+        # only what varies apart from the messages and the events already in:
+        # events are whole counts (half a resend: one select), so a residual
+        # below half an event is none (a constant is the intercept's)
+        base = np.column_stack(cols)
+        resid = x - base @ np.linalg.lstsq(base, x, rcond=None)[0]
+        if float(np.abs(resid).max()) >= 0.5:
             cols.append(x)
             used.append(name)
     design = np.column_stack(cols)
     dof = len(y) - design.shape[1]
-    if deterministic and used and dof <= 0:
-        raise Unsteady(f"timing-dependent {' and '.join(used)} in a {key.mode} case")
     sol, *_ = np.linalg.lstsq(design, y, rcond=None)
-    if deterministic and not used:
-        return Count(float(sol[0]), "difference")
     se = 0.0
     if dof > 0:
         resid = y - design @ sol
@@ -425,6 +462,7 @@ def benchmark(task: Task, count: Count, ivs: list[Interval], event: dict[str, An
                 count_method=count.method, count_n=task.n,
                 count_msgs=",".join(str(iv.msgs) for iv in ivs),
                 count_ir=",".join(str(iv.instructions) for iv in ivs),
+                count_setup_ir=int(event.get("setup_ir", 0)),
                 date=time.strftime("%Y-%m-%dT%H:%M:%S"),
                 duration=float(event.get("seconds", 0.0)))
     if count.method == "fit":
@@ -447,14 +485,18 @@ def _read_intervals(outdir: str, pid: int, task: Task, event: dict[str, Any]
     first, n = int(event["first"]), int(event["parts"])
     if n != len(task.pattern):
         raise _cg.CallgrindError(f"{n} intervals reported, {len(task.pattern)} asked")
+    # the part the case's first marker ended: the previous case's teardown,
+    # this one's set-up and warm-up, never counted (recorded to show it)
+    event["setup_ir"] = _cg.part_total(_cg.part_path(outdir, pid, first - 1))
     out = []
     for i, m in enumerate(task.pattern):
         total, calls = _cg.read_part(_cg.part_path(outdir, pid, first + i))
         out.append(Interval(m * task.n, total, calls))
     # a stray getppid() would shift the parts: a set-up part (hundreds of
     # millions of instructions) among the intervals, or a piece of one
+    # (fitted cases: retries alone can triple an interval)
     per = [iv.instructions / iv.msgs for iv in out]
-    if max(per) > 3 * min(per):
+    if method(task.key) == "difference" and max(per) > 3 * min(per):
         raise _cg.CallgrindError("intervals out of proportion (a stray getppid() call?)")
     return out
 
@@ -501,8 +543,10 @@ def _on_case(state: _State, w: Worker, outdir: str, event: dict[str, Any]) -> bo
         if int(event.get("lost", 0)):
             raise Unsteady(f"{event['lost']} of {event['rounds']} round trips lost")
         count = solve(task.key, ivs, deterministic)
+        if not (math.isfinite(count.value) and count.value > 0):
+            raise Unsteady(f"{count.method} gave {count.value:.1f} instructions per message")
     except (_cg.CallgrindError, Unsteady) as exc:
-        problem = str(exc)
+        problem, count = str(exc), None
     finally:
         _drop_parts(outdir, w.pid, int(event["first"]) + int(event["parts"]) - 1)
     if count is None:
