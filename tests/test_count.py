@@ -213,6 +213,32 @@ def test_fit_takes_retries_out() -> None:
     assert 0 < got.per_msg["retries"] < 0.01  # 23 more per 3000 messages
 
 
+def test_fit_with_retries_crowded_into_the_long_intervals() -> None:
+    """Retries in the 2N intervals only, more than one per message there:
+    their slope over the intervals is above 1, yet none is nominal."""
+    key = CaseKey("pingpong", "unix-stream", "nonblocking", 64, "cython")
+    a, per_retry, c = 1120.0, 926.0, 30_000
+    retries = [0, 1500, 400, 1900, 5, 13]
+    ivs = [_iv(m, a * m + per_retry * r + c, send=m, recv=m + r, poll=r)
+           for m, r in zip((1000, 2000) * 3, retries)]
+    got = C.solve(key, ivs, deterministic=False)
+    assert got.value == pytest.approx(a, rel=1e-6)
+    assert got.cost["retries"] == pytest.approx(per_retry, rel=1e-6)
+
+
+def test_fit_keeps_nominal_waits_in_the_count() -> None:
+    """asyncio-streams waits in epoll_wait twice per round trip whatever the
+    timing: those are the message's work, only the extra ones are retries."""
+    key = CaseKey("pingpong", "tcp4", "nonblocking", 64, "asyncio-streams")
+    a, per_retry, c = 64_000.0, 20_000.0, 500_000
+    extra = [0, 3, 1, 0, 2, 4]
+    ivs = [_iv(m, a * m + per_retry * r + c, send=m, recv=m, epoll_wait=2 * m + r)
+           for m, r in zip((300, 600) * 3, extra)]
+    got = C.solve(key, ivs, deterministic=False)
+    assert got.value == pytest.approx(a, rel=1e-6)
+    assert got.per_msg["retries"] < 0.01
+
+
 def test_plan_leaves_spin_out_and_sizes_intervals() -> None:
     keys = [CaseKey("stream", "tcp4", m, 64, i) for m in ("blocking", "nonblocking", "spin")
             for i in ("cython", "python")]
