@@ -33,6 +33,7 @@ import pytest
 
 from bench.analysis.report import SCHEMA_VERSION, CaseKey, dump_suite, load_report
 from bench.run import count as C
+from bench.run import intervals as I
 from bench.run.callgrind import CALLS
 from bench.run.count_worker import SETUP_WORK_ENV
 from tests.synth import FINGERPRINT, write_report
@@ -169,8 +170,8 @@ def test_count_refuses_what_does_not_apply(tmp_path: Path, extra: list[str], say
 # ------------------------------------------------------------ the methods
 
 
-def _iv(msgs: int, instructions: float, **calls: int) -> C.Interval:
-    return C.Interval(msgs, int(instructions), {n: calls.get(n, 0) for n in CALLS})
+def _iv(msgs: int, instructions: float, **calls: int) -> I.Interval:
+    return I.Interval(msgs, int(instructions), {n: calls.get(n, 0) for n in CALLS})
 
 
 KEY = CaseKey("stream", "udp4", "blocking", 64, "python")
@@ -179,7 +180,7 @@ KEY = CaseKey("stream", "udp4", "blocking", 64, "python")
 def test_difference_cancels_per_call_work() -> None:
     a, c = 1700.0, 250_000  # per message, per call
     ivs = [_iv(m, a * m + c, send=m + 1, select=3) for m in (2000, 4000)]
-    got = C.solve(KEY, ivs, deterministic=True)
+    got = I.solve(KEY, ivs, deterministic=True)
     assert got.method == "difference" and got.value == pytest.approx(a)
 
 
@@ -191,14 +192,31 @@ def test_difference_takes_the_steady_pair() -> None:
            _iv(4000, a * 4000 + c, send=4001, select=3),
            _iv(2000, a * 2000 + c, send=2001, select=3),
            _iv(4000, a * 4000 + c, send=4001, select=3)]
-    got = C.solve(KEY, ivs, deterministic=True)
+    got = I.solve(KEY, ivs, deterministic=True)
     assert got.value == pytest.approx(a)
+
+
+def test_resends_everywhere_are_taken_out() -> None:
+    """No steady pair, but the turns differ between intervals of one length:
+    a fit on the resends alone gives the count."""
+    a, c, turn = 1700.0, 250_000, 9000
+    turns = [0, 1, 2, 1, 0, 3]  # N: 0, 2, 0; 2N: 1, 1, 3: no pair alike
+    ivs = [_iv(m, a * m + c + turn * r, send=m + 1 + r, select=1 + 2 * r)
+           for m, r in zip((2000, 4000) * 3, turns)]
+    got = I.solve(KEY, ivs, deterministic=True)
+    assert got.method == "fit" and got.value == pytest.approx(a, rel=1e-9)
+    assert got.cost["resends"] == pytest.approx(turn)
 
 
 def test_unsteady_everywhere_is_refused() -> None:
     ivs = [_iv(2000, 3_650_000, send=2001, select=3), _iv(4000, 7_050_000, send=4002, select=5)]
-    with pytest.raises(C.Unsteady, match="end-marker resends differ"):
-        C.solve(KEY, ivs, deterministic=True)
+    with pytest.raises(I.Unsteady, match="end-marker resends differ"):
+        I.solve(KEY, ivs, deterministic=True)
+    # nor when the turns move with the interval's length (they cannot be told apart)
+    ivs = [_iv(m, 1700 * m + 9000 * r, send=m + 1 + r, select=1 + 2 * r)
+           for m, r in zip((2000, 4000) * 3, (0, 1) * 3)]
+    with pytest.raises(I.Unsteady):
+        I.solve(KEY, ivs, deterministic=True)
 
 
 def test_fit_takes_retries_out() -> None:
@@ -207,7 +225,7 @@ def test_fit_takes_retries_out() -> None:
     retries = [5, 31, 0, 12, 9, 40]
     ivs = [_iv(m, a * m + per_retry * r + c, send=m, recv=m + r, poll=r + 2)
            for m, r in zip((3000, 6000) * 3, retries)]
-    got = C.solve(key, ivs, deterministic=False)
+    got = I.solve(key, ivs, deterministic=False)
     assert got.method == "fit" and got.value == pytest.approx(a, rel=1e-6)
     assert got.cost["retries"] == pytest.approx(per_retry, rel=1e-3)
     assert 0 < got.per_msg["retries"] < 0.01  # 23 more per 3000 messages
@@ -221,7 +239,7 @@ def test_fit_with_retries_crowded_into_the_long_intervals() -> None:
     retries = [0, 1500, 400, 1900, 5, 13]
     ivs = [_iv(m, a * m + per_retry * r + c, send=m, recv=m + r, poll=r)
            for m, r in zip((1000, 2000) * 3, retries)]
-    got = C.solve(key, ivs, deterministic=False)
+    got = I.solve(key, ivs, deterministic=False)
     assert got.value == pytest.approx(a, rel=1e-6)
     assert got.cost["retries"] == pytest.approx(per_retry, rel=1e-6)
 
@@ -234,7 +252,7 @@ def test_fit_keeps_nominal_waits_in_the_count() -> None:
     extra = [0, 3, 1, 0, 2, 4]
     ivs = [_iv(m, a * m + per_retry * r + c, send=m, recv=m, epoll_wait=2 * m + r)
            for m, r in zip((300, 600) * 3, extra)]
-    got = C.solve(key, ivs, deterministic=False)
+    got = I.solve(key, ivs, deterministic=False)
     assert got.value == pytest.approx(a, rel=1e-6)
     assert got.per_msg["retries"] < 0.01
 
@@ -247,7 +265,7 @@ def test_plan_leaves_spin_out_and_sizes_intervals() -> None:
     assert [k.mode for k in left] == ["spin", "spin"]
     by = {t.key: t for t in tasks}
     assert by[keys[0]].pattern == [1, 2] and by[keys[2]].pattern == [1, 2, 1, 2, 1, 2]
-    assert by[keys[-1]].pattern == [1, 2, 1, 2] and by[keys[-1]].n % 32 == 0
+    assert by[keys[-1]].pattern == [1, 2, 1, 2, 1, 2] and by[keys[-1]].n % 32 == 0
     for t in tasks:  # >= 257 (small-int cache) and >= ~4M instructions per interval
         assert t.n >= C.MIN_N
 

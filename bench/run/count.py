@@ -15,22 +15,13 @@ The plan (:func:`plan`):
 * modes whose work per message does not depend on timing, ``blocking`` and
   ``timeout`` (connect's too), are counted over intervals of N and 2N
   messages in one process, and the *difference* is divided by N:
-  start-up, set-up and every per-call cost cancel.  A pair of intervals
-  counts only when its calls say so (:func:`_unsteady`: the datagram
-  stream's end-marker loop turned as often in both, every socket call
-  count grew by a whole number per message); datagram streams get four
-  intervals (N, 2N, N, 2N) for that loop, and the median over the steady
-  pairs is taken.  No steady pair, or a datagram round trip lost: the
-  case is counted again once, then fails with one line;
+  start-up, set-up and every per-call cost cancel;
 * ``nonblocking`` retries after EAGAIN as often as the peer's timing says:
-  six intervals (N, 2N, N, 2N, N, 2N) and a least-squares *fit* of
-  ``I = a * messages + b * retries + b' * continuations + b'' * resends + c``,
-  the events counted from callgrind's call counts (poll or epoll_wait
-  calls, send/recv calls beyond them, select calls of the end-marker
-  loop), each beyond its nominal calls per message (:func:`_timing`).
-  ``a`` is the retry-free count per message; the retries per message and
-  the instructions per retry are reported beside it, with the fit's
-  standard error;
+  six intervals (N, 2N, N, 2N, N, 2N) and a least-squares *fit* that takes
+  the retries out by their count;
+* :mod:`bench.run.intervals` says how, and how the calls are checked; a
+  case whose timing-dependent work cannot be separated, or a datagram
+  round trip lost, is counted again once, then fails with one line;
 * ``spin`` is left out (:data:`LEFT_OUT`): its per-message work is busy
   polling.
 
@@ -59,7 +50,6 @@ import os
 import queue
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,6 +64,7 @@ from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey, dump_suite
 from bench.analysis.units import fmt_count
 from bench.run import callgrind as _cg
 from bench.run.count_worker import Task
+from bench.run.intervals import EVENT_SINGULAR, Count, Interval, Unsteady, solve
 from bench.run.runner import Outcome, case_metadata, fmt_duration
 
 PROG = "fastsock-bench run"
@@ -87,9 +78,11 @@ LEFT_OUT = {
 }
 PATTERN_DIFFERENCE = (1, 2)
 # Datagram streams end each call with a loop of end markers that turns as
-# often as the peer takes to answer: with two more intervals, four (N, 2N)
-# pairs, of which one with the same turns on both sides nearly always is.
-PATTERN_DATAGRAM = (1, 2, 1, 2)
+# often as the peer takes to answer (a turn in a third of the calls on a
+# busy machine): six intervals, nine (N, 2N) pairs, and when none has the
+# same turns on both sides, turns that differ between intervals of one
+# length for a fit to take them out (bench.run.intervals).
+PATTERN_DATAGRAM = (1, 2, 1, 2, 1, 2)
 PATTERN_FIT = (1, 2, 1, 2, 1, 2)
 # Instructions per interval of N (a preset's): per-call noise (quickening,
 # specialisation: 400-1000 instructions a call) stays below 0.03%.
@@ -197,147 +190,6 @@ def groups(tasks: list[Task], n: int) -> list[list[Task]]:
         out[i].append(task)
         load[i] += cost(task)
     return [sorted(g, key=lambda t: (method(t.key) != "difference", t.index)) for g in out if g]
-
-
-# ---------------------------------------------------------------- the count
-
-
-@dataclass
-class Interval:
-    msgs: int
-    instructions: int
-    calls: dict[str, int]
-
-
-@dataclass
-class Count:
-    """A case's count: instructions per message (retry-free when fitted)."""
-
-    value: float
-    method: str  # difference | fit
-    se: float = 0.0  # standard error of value (fit)
-    per_msg: dict[str, float] = field(default_factory=dict)  # events per message
-    cost: dict[str, float] = field(default_factory=dict)  # instructions per event
-
-
-EVENTS = ("retries", "continuations", "resends")
-EVENT_SINGULAR = {"retries": "retry", "continuations": "continuation", "resends": "resend"}
-
-
-class Unsteady(ValueError):
-    """Timing-dependent work in a case whose intervals cannot separate it."""
-
-
-def _events(key: CaseKey, iv: Interval) -> dict[str, float]:
-    """The calls that may depend on timing, in one interval: retries (a
-    wait after EAGAIN: poll, or epoll_wait on an event loop), continuations
-    (send/recv/sendmmsg calls beyond the retries: the nominal ones, partial
-    sends), resends (turns of the datagram stream's end-marker loop, two
-    selects each).  Their nominal part per message is taken out in
-    :func:`_timing`."""
-    c = iv.calls
-    resends = c["select"] / 2
-    if key.impl in ("cython", "python"):
-        retries = c["poll"]
-        cont = c["send"] + c["recv"] + c["sendmmsg"] - retries - resends
-    else:  # an event loop waits in epoll_wait
-        retries = c["epoll_wait"]
-        cont = c["send"] + c["recv"] - resends
-    return {"retries": retries, "continuations": cont, "resends": resends}
-
-
-# Below a whole number of calls per message by up to this, a count of calls
-# is that number: the unit's own calls per call (an answer's poll, say)
-# count against the message's (~10 of them over >= 300 messages).
-NOMINAL_SLACK = 0.05
-
-
-def _timing(key: CaseKey, ivs: list[Interval]) -> dict[str, tuple[list[float], float]]:
-    """Per event: its count per interval beyond the nominal calls, and its
-    rate per message.  Nominal: the whole number of calls per message (per
-    batch) that every message makes (a send; asyncio-streams' two
-    epoll_waits per round trip).  What timing adds (a retry, a resend) only
-    ever comes on top, so the nominal number is the interval with the
-    fewest per message, rounded down: never the slope over the intervals,
-    which retries crowded into the 2N intervals push past a whole number."""
-    per_interval = [_events(key, iv) for iv in ivs]
-    total = sum(iv.msgs for iv in ivs)
-    out = {}
-    for name in EVENTS:
-        x = [e[name] for e in per_interval]
-        fewest = min(v / iv.msgs for v, iv in zip(x, ivs))
-        nominal = max(0, math.floor(fewest * key.batch + NOMINAL_SLACK)) / key.batch
-        extra = [v - nominal * iv.msgs for v, iv in zip(x, ivs)]
-        out[name] = (extra, max(0.0, sum(extra) / total))
-    return out
-
-
-def _unsteady(key: CaseKey, a: Interval, b: Interval) -> str | None:
-    """Why the difference of intervals ``a`` (N) and ``b`` (2N) would not
-    cancel the per-call work, or None: the end-marker loop turned a
-    different number of times, or a socket call count grew by other than
-    a whole number per message (a partial send, an EAGAIN, a timeout)."""
-    dm = b.msgs - a.msgs
-    if a.calls["select"] != b.calls["select"]:
-        return "end-marker resends differ"
-    for name in _cg.CALLS:
-        d = (b.calls[name] - a.calls[name]) * key.batch
-        if d % dm:
-            return f"{name} calls per message not whole ({d / key.batch / dm:.4f})"
-    return None
-
-
-def _difference(key: CaseKey, ivs: list[Interval]) -> Count:
-    """A deterministic case: the median over its steady (N, 2N) pairs of
-    intervals of (count of 2N - count of N) / N; :class:`Unsteady` when no
-    pair is steady."""
-    values, why = [], None
-    for a in ivs:
-        for b in ivs:
-            if b.msgs != 2 * a.msgs:
-                continue
-            problem = _unsteady(key, a, b)
-            if problem is None:
-                values.append((b.instructions - a.instructions) / (b.msgs - a.msgs))
-            why = why or problem
-    if not values:
-        raise Unsteady(f"timing-dependent work in a {key.mode} case ({why})")
-    return Count(statistics.median(values), "difference")
-
-
-def solve(key: CaseKey, ivs: list[Interval], deterministic: bool) -> Count:
-    """Instructions per message from a case's intervals.  Deterministic
-    modes: :func:`_difference`.  The others: least squares of ``I = a *
-    messages + sum(b_j * event_j) + c`` over the events that vary apart from
-    the messages (:func:`_timing`), ``a`` the retry-free count."""
-    if deterministic:
-        return _difference(key, ivs)
-    import numpy as np
-
-    msgs = np.array([iv.msgs for iv in ivs], dtype=float)
-    y = np.array([iv.instructions for iv in ivs], dtype=float)
-    timing = _timing(key, ivs)
-    cols, used = [msgs, np.ones_like(msgs)], []
-    for name in EVENTS:
-        x = np.array(timing[name][0], dtype=float)
-        # only what varies apart from the messages and the events already in:
-        # events are whole counts (half a resend: one select), so a residual
-        # below half an event is none (a constant is the intercept's)
-        base = np.column_stack(cols)
-        resid = x - base @ np.linalg.lstsq(base, x, rcond=None)[0]
-        if float(np.abs(resid).max()) >= 0.5:
-            cols.append(x)
-            used.append(name)
-    design = np.column_stack(cols)
-    dof = len(y) - design.shape[1]
-    sol, *_ = np.linalg.lstsq(design, y, rcond=None)
-    se = 0.0
-    if dof > 0:
-        resid = y - design @ sol
-        cov = float(resid @ resid) / dof * np.linalg.pinv(design.T @ design)
-        se = math.sqrt(max(0.0, float(cov[0, 0])))
-    return Count(float(sol[0]), "fit", se, {name: timing[name][1] for name in EVENTS},
-                 {name: float(v) for name, v in zip(used, sol[2:])})
 
 
 # ---------------------------------------------------------------- processes
