@@ -298,6 +298,35 @@ def write_count_report(path: Path, scale: dict[CaseKey, float] | None = None,
     return path
 
 
+def test_fitted_counts_compare_with_students_t(tmp_path: Path) -> None:
+    """A fit over six intervals has a few degrees of freedom: its interval
+    is t's, wider than the normal's, so a 1.5% shift within a loose fit is
+    not called."""
+    from bench.analysis.counts import count_dof, estimate
+
+    key = CASES[3]
+    a = load_report(write_count_report(tmp_path / "a.json")).by_key()[key]
+    b = load_report(write_count_report(tmp_path / "b.json", scale={key: 1.015})).by_key()[key]
+    for case in (a, b):
+        case.metadata.update(count_se=8.0, count_msgs="1,2,1,2,1,2")
+    assert count_dof(a) == 3  # six intervals - messages, constant, retries
+    est = estimate(a, b)
+    assert est.low < 1.0 < est.high and est.p > 0.05
+    for case in (a, b):
+        case.metadata["count_dof"] = 1000  # as good as the normal
+    assert estimate(a, b).p < 0.05
+
+
+def test_worker_imports_stay_light() -> None:
+    """The valgrind worker pays for every module it imports (seconds)."""
+    code = ("import sys, bench.run.count_worker; "
+            "print(sorted(m for m in ('numpy', 'asyncio', 'pyperf', 'scipy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
+
+
 def test_count_report_loads_and_summarises(tmp_path: Path) -> None:
     from bench.present.summary import render_report
 

@@ -98,6 +98,8 @@ count_setup_ir     int    instructions before the case's first interval
                           set-up and warm-up; the first case: start-up):
                           not counted
 count_se           float  fit only: standard error of the value
+count_dof          int    fit only: its residual degrees of freedom
+                          (intervals - unknowns; absent: derived so)
 retries_per_msg    float  fit only: waits after EAGAIN per message;
                           likewise continuations_per_msg, resends_per_msg
 instr_per_retry    float  fit only: instructions per retry (where fitted;

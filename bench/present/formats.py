@@ -107,7 +107,8 @@ def _legend(cmp: Comparison) -> list[str]:
         return [
             "instr ratio = new/base user-space instructions per message, round trip or "
             "connection (valgrind callgrind: interpreter, extension, libc; not the kernel's "
-            "work); exact for a difference, 95% CI from the fit's standard error for a fit",
+            "work); exact for a difference, for a fit a 95% CI from its standard error "
+            "(Student's t: six intervals)",
             f"verdict: slower/faster = ratio beyond ±{t} (a fit's also p adjusted "
             f"({_CORRECTION_NAMES[s.correction.value]}) < {s.alpha:g}); same = CI within ±{t}",
         ]

@@ -325,6 +325,7 @@ def benchmark(task: Task, count: Count, ivs: list[Interval], event: dict[str, An
                 duration=float(event.get("seconds", 0.0)))
     if count.method == "fit":
         meta["count_se"] = count.se
+        meta["count_dof"] = count.dof
         for name, rate in count.per_msg.items():
             meta[f"{name}_per_msg"] = rate
         for name, instr in count.cost.items():

@@ -68,6 +68,7 @@ class Count:
     value: float
     method: str  # difference | fit
     se: float = 0.0  # standard error of value (fit)
+    dof: int = 0  # the fit's residual degrees of freedom (intervals - unknowns)
     per_msg: dict[str, float] = field(default_factory=dict)  # events per message
     cost: dict[str, float] = field(default_factory=dict)  # instructions per event
 
@@ -174,7 +175,8 @@ def _fit(key: CaseKey, ivs: list[Interval], events: tuple[str, ...] = EVENTS) ->
         resid = y - design @ sol
         cov = float(resid @ resid) / dof * np.linalg.pinv(design.T @ design)
         se = math.sqrt(max(0.0, float(cov[0, 0])))
-    return Count(float(sol[0]), "fit", se, {name: timing[name][1] for name in events},
+    return Count(float(sol[0]), "fit", se, max(0, dof),
+                 {name: timing[name][1] for name in events},
                  {name: float(v) for name, v in zip(used, sol[2:])})
 
 
