@@ -28,7 +28,11 @@ Environment: ``PYTHONHASHSEED=0`` (str hashes, hence dict and set orders
 and their work, otherwise differ from run to run: connect's Python twin
 moved 0.08-0.09%).  Not ``PYTHONMALLOC=malloc``: with glibc's malloc the
 count depends on the heap's layout (an unrelated environment variable's
-length moved connect/unix-stream/python by 1.0%); with pymalloc, 0.005%.
+length moved connect/unix-stream/python by 1.0%; checked again here:
+connect/tcp4/python 42677.4 or 42698.4 instructions as the length of an
+unused variable changed); with pymalloc, 40912.3 in each of the same
+runs.  So PYTHONMALLOC is unset for counting, with the other variables
+that change the interpreter's path (:data:`UNSET`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ VALGRIND = "valgrind"
 INSTALL_HINT = ("install it: apt-get install valgrind (Debian, Ubuntu), dnf install valgrind "
                 "(Fedora), or see https://valgrind.org")
 ENV = {"PYTHONHASHSEED": "0"}
+# Unset for counting: each changes the interpreter's path (glibc's malloc,
+# the debug allocator, tracemalloc, asyncio's debug mode), hence the count.
+UNSET = ("PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "PYTHONASYNCIODEBUG",
+         "PYTHONMALLOCSTATS")
 # The marker: callgrind dumps before each call of this function.  libc's
 # getppid, by its exact name (``*getppid`` would also match CPython's
 # os_getppid and dump twice per marker).
@@ -71,6 +79,14 @@ def version() -> str:
     except (OSError, subprocess.SubprocessError) as exc:
         raise CallgrindError(f"{exe} --version failed ({exc}): {INSTALL_HINT}") from None
     return out or "valgrind (unknown version)"
+
+
+def environment(base: dict[str, str]) -> dict[str, str]:
+    """The counted process's environment: ``base`` with :data:`ENV` set and
+    :data:`UNSET` removed."""
+    env = {k: v for k, v in base.items() if k not in UNSET}
+    env.update(ENV)
+    return env
 
 
 def command(outdir: str) -> list[str]:

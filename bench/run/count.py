@@ -83,6 +83,9 @@ PATTERN_DIFFERENCE = (1, 2)
 # same turns on both sides, turns that differ between intervals of one
 # length for a fit to take them out (bench.run.intervals).
 PATTERN_DATAGRAM = (1, 2, 1, 2, 1, 2)
+# --quick, a smoke run of two minutes at most: four (a case whose end
+# markers turn unequally in all of them is counted again, then fails).
+PATTERN_QUICK_DATAGRAM = (1, 2, 1, 2)
 PATTERN_FIT = (1, 2, 1, 2, 1, 2)
 # Instructions per interval of N (a preset's): per-call noise (quickening,
 # specialisation: 400-1000 instructions a call) stays below 0.03%.
@@ -93,8 +96,9 @@ TARGET = {"quick": 1e6, "default": 4e6, "full": 4e6}
 # weighs less.  The compiled loops allocate nothing per retry.
 FIT_TARGET_FACTOR = 3
 # Batched cases: a datagram costs valgrind's syscall wrapper ~20 µs, more
-# than its instructions; their calls are few, so half the target does.
-BATCH_TARGET_FACTOR = 0.5
+# than its instructions; their calls are few, so half the target does
+# (a quarter in --quick).
+BATCH_TARGET_FACTOR = {"quick": 0.25, "default": 0.5, "full": 0.5}
 MIN_N = 300
 # Rough instructions per message, only to choose N (measured here).
 ESTIMATE = {
@@ -144,7 +148,7 @@ def n_for(key: CaseKey, preset: str) -> int:
     est = ESTIMATE.get((key.scenario, key.impl), DEFAULT_ESTIMATE) / key.batch
     target = TARGET.get(preset, TARGET["default"])
     if key.batch > 1:
-        target *= BATCH_TARGET_FACTOR
+        target *= BATCH_TARGET_FACTOR.get(preset, BATCH_TARGET_FACTOR["default"])
     elif method(key) == "fit" and key.impl != "cython":
         target *= FIT_TARGET_FACTOR
     n = max(MIN_N, math.ceil(target / est))
@@ -160,9 +164,9 @@ def plan(cases: list[CaseKey], preset: str) -> tuple[list[Task], list[CaseKey]]:
         if how is None:
             left.append(key)
             continue
-        pattern = PATTERN_FIT if how == "fit" else PATTERN_DATAGRAM if (
-            key.scenario == "stream" and key.transport in DGRAM_TRANSPORTS
-        ) else PATTERN_DIFFERENCE
+        datagram = key.scenario == "stream" and key.transport in DGRAM_TRANSPORTS
+        pattern = PATTERN_FIT if how == "fit" else PATTERN_DIFFERENCE if not datagram \
+            else PATTERN_QUICK_DATAGRAM if preset == "quick" else PATTERN_DATAGRAM
         tasks.append(Task(len(tasks), key, n_for(key, preset), list(pattern)))
     return tasks, left
 
@@ -217,7 +221,7 @@ class Worker:
         self.ended = False
         self.stalled = False
         self.stderr: collections.deque[str] = collections.deque(maxlen=20)
-        env = dict(os.environ, **_cg.ENV)
+        env = _cg.environment(dict(os.environ))
         cmd = _cg.command(outdir) + [sys.executable, "-c", _launcher()]
         # its own session: a terminal's Ctrl-C is the run's to handle
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -302,7 +306,8 @@ def common_metadata(version: str, left: list[CaseKey]) -> dict[str, Any]:
                      "python_implementation", "load_avg_1min", "perf_version")}
     meta.update(_fingerprint.collect())
     meta.update(measure=MEASURE, count_tool="callgrind", valgrind_version=version,
-                count_env=" ".join(f"{k}={v}" for k, v in _cg.ENV.items()))
+                count_env=" ".join(f"{k}={v}" for k, v in _cg.ENV.items())
+                + f" (unset: {', '.join(_cg.UNSET)})")
     if left:
         modes = sorted({k.mode for k in left})
         meta["count_left_out"] = f"{len(left)} cases: " + "; ".join(
