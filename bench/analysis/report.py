@@ -93,6 +93,9 @@ count_method       str    ``difference`` (N and 2N messages) or ``fit``
 count_n            int    N, messages of the unit interval
 count_msgs         str    messages per interval, comma-separated
 count_ir           str    instructions per interval, comma-separated
+count_calls        str    calls per interval of the libc functions that
+                          tell timing-dependent work (``send:2001,4001;
+                          poll:3,3``)
 count_setup_ir     int    instructions before the case's first interval
                           (the previous case's teardown, this one's
                           set-up and warm-up; the first case: start-up):

@@ -326,6 +326,9 @@ def benchmark(task: Task, count: Count, ivs: list[Interval], event: dict[str, An
                 count_msgs=",".join(str(iv.msgs) for iv in ivs),
                 count_ir=",".join(str(iv.instructions) for iv in ivs),
                 count_setup_ir=int(event.get("setup_ir", 0)),
+                count_calls=";".join(
+                    f"{name}:{','.join(str(iv.calls[name]) for iv in ivs)}"
+                    for name in _cg.CALLS if any(iv.calls[name] for iv in ivs)) or "-",
                 date=time.strftime("%Y-%m-%dT%H:%M:%S"),
                 duration=float(event.get("seconds", 0.0)))
     if count.method == "fit":
