@@ -83,9 +83,6 @@ PATTERN_DIFFERENCE = (1, 2)
 # same turns on both sides, turns that differ between intervals of one
 # length for a fit to take them out (bench.run.intervals).
 PATTERN_DATAGRAM = (1, 2, 1, 2, 1, 2)
-# --quick, a smoke run of two minutes at most: four (a case whose end
-# markers turn unequally in all of them is counted again, then fails).
-PATTERN_QUICK_DATAGRAM = (1, 2, 1, 2)
 PATTERN_FIT = (1, 2, 1, 2, 1, 2)
 # Instructions per interval of N (a preset's): per-call noise (quickening,
 # specialisation: 400-1000 instructions a call) stays below 0.03%.
@@ -165,8 +162,8 @@ def plan(cases: list[CaseKey], preset: str) -> tuple[list[Task], list[CaseKey]]:
             left.append(key)
             continue
         datagram = key.scenario == "stream" and key.transport in DGRAM_TRANSPORTS
-        pattern = PATTERN_FIT if how == "fit" else PATTERN_DIFFERENCE if not datagram \
-            else PATTERN_QUICK_DATAGRAM if preset == "quick" else PATTERN_DATAGRAM
+        pattern = PATTERN_FIT if how == "fit" else PATTERN_DATAGRAM if datagram \
+            else PATTERN_DIFFERENCE
         tasks.append(Task(len(tasks), key, n_for(key, preset), list(pattern)))
     return tasks, left
 
