@@ -226,11 +226,19 @@ def test_ci_example_uses_flags_run_accepts() -> None:
     text = (Path(__file__).resolve().parent.parent / "examples" / "ci-regression.yml").read_text()
     joined = text.replace("\\\n", " ")
     lines = [ln for ln in joined.splitlines() if "fastsock-bench run " in ln]
-    assert len(lines) == 1, lines
-    argv = lines[0].split("fastsock-bench run ", 1)[1].split()
-    argv = [a.replace('"$PROCESSES"', "16") for a in argv if a != "$SELECTION"]
-    args = R.build_parser().parse_args(argv)
+    parsed = []
+    for line in lines:
+        argv = line.split("fastsock-bench run ", 1)[1].split()
+        argv = [a.replace('"$PROCESSES"', "16") for a in argv if a != "$SELECTION"]
+        parsed.append(R.build_parser().parse_args(argv))
+    timed = [a for a in parsed if a.measure == "time"]
+    assert len(timed) == 1, lines
+    args = timed[0]
     assert args.base_python == "../venv-base/bin/python"
     assert (args.output, args.base_output) == ("candidate.json", "base.json")
+    # the count gate: two separate runs, no lockstep
+    counted = [a for a in parsed if a.measure == "instructions"]
+    assert [a.output for a in counted] == ["base.json", "candidate.json"]
+    assert not any(a.base_python for a in counted)
     compares = [ln for ln in joined.splitlines() if "compare base.json candidate.json" in ln]
     assert compares, "the workflow must gate with compare base.json candidate.json"

@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.analysis import stats as _stats
-from bench.analysis.report import COMPILED, FINGERPRINT_KEYS, PYTHON, Case, CaseKey, Report
+from bench.analysis.report import (
+    COMPILED,
+    FINGERPRINT_KEYS,
+    INSTRUCTIONS,
+    PYTHON,
+    TIME,
+    Case,
+    CaseKey,
+    Report,
+)
 from bench.analysis.stats import Correction, Estimate, Verdict
 
 MACHINE_KEYS = ("cpu_model_name", "cpu_count")
@@ -82,7 +91,7 @@ class Metric:
 @dataclass(frozen=True)
 class CaseResult:
     key: CaseKey
-    time: Metric
+    time: Metric  # the case's figure: seconds, or instructions in a count comparison
     rtt_p99: Metric | None
 
 
@@ -100,6 +109,8 @@ class Comparison:
     case_differs: dict[str, int]  # context key -> matched cases where it differs
     geomeans: dict[str, tuple[float, int]]  # scenario -> (time ratio, cases)
     notes: list[str] = field(default_factory=list)
+    # what was compared: "time", or "instructions" (bench.analysis.counts)
+    measure: str = TIME
 
     def regressions(self) -> list[CaseResult]:
         out = [c for c in self.cases if c.time.verdict is Verdict.SLOWER]
@@ -153,6 +164,10 @@ def _case_differs(pairs: Iterable[tuple[Case, Case]]) -> dict[str, int]:
                     str(b.metadata[key]) != str(n.metadata[key]):
                 out[key] = out.get(key, 0) + 1
     return out
+
+
+differs = _differs  # for bench.analysis.counts
+case_differs = _case_differs
 
 
 def _p99(meta: dict[str, Any]) -> float | None:
@@ -282,7 +297,13 @@ def _notes(pairs: list[tuple[Case, Case]], metrics: list[Metric], settings: Sett
 
 
 def compare_reports(base: Report, new: Report, settings: Settings = Settings()) -> Comparison:
-    """Compare two loaded reports; raises ValueError if no case is in both."""
+    """Compare two loaded reports; raises ValueError if no case is in both or
+    they hold different measures (counts: bench.analysis.counts)."""
+    from bench.analysis import counts as _counts
+
+    _counts.check_same_measure(base, new)
+    if base.measure == INSTRUCTIONS:
+        return _counts.compare_counts(base, new, settings)
     base_cases, new_cases = base.by_key(), new.by_key()
     pairs = [(c, new_cases[c.key]) for c in base.cases if c.key in new_cases]
     if not pairs:
@@ -338,9 +359,15 @@ class Speedup:
 def speedup(report: Report, base: str = PYTHON, impl: str = COMPILED) -> Speedup:
     """Per case, how many times faster ``impl`` is than ``base`` (by default
     the compiled loop than Python's): base time / impl time; raises
-    ValueError if no case has both."""
+    ValueError if no case has both, or for a count report (a speedup is
+    time: a count's twins' ratio is its own figure)."""
     if base == impl:
         raise ValueError(f"speedup of {impl} over itself: name two impls")
+    if report.measure == INSTRUCTIONS:
+        raise ValueError(
+            f"{report.path} is an instruction-count report: speedup is about time; its "
+            "twins' instruction ratio ('instr ratio py/cy') is in its summary and "
+            "`fastsock-bench report`")
     cases = report.by_key()
     pairs = [
         (case, cases[case.key.other_impl(base)])

@@ -10,6 +10,12 @@ turns every way a file can be wrong into one :class:`ReportError` line.
 
 Schema (``fastsock_schema`` = 2)
 --------------------------------
+Two measures share the schema: ``time`` (pyperf's seconds; the default,
+and what a report without ``measure`` is: schema 1 had only it) and
+``instructions`` (``run --measure instructions``: user-space instructions
+per message counted under valgrind, see "Count reports" below).  One
+report holds one measure.
+
 Benchmark metadata (the same in every run of a benchmark).  Schema 2 added
 the case fields ``sockbuf``, ``threads`` and ``nodelay`` (and the set-up
 facts and run metadata that go with them); a schema 1 report reads as
@@ -59,6 +65,7 @@ peer_batch         int    datagrams per receive call of the peer (datagram
                           stream only; recvmmsg when > 1; absent in older
                           reports, whose peer took one per recv)
 fastsock_schema    int    this schema's version
+measure            str    ``time`` (absent: time) or ``instructions``
 fastsock_version   str    fastsock's version
 fastsock_commit    str    git commit of the measured tree ("unknown" if none)
 fastsock_loaded    str    implementation the measuring process loaded
@@ -121,6 +128,43 @@ lockstep_slot     int    runs of ``run --base-python`` in lockstep only: the
                          slot, shared by the base's and the candidate's run
                          that took turns value by value (compare pairs them)
 ================  =====  =====================================================
+
+Count reports (``measure`` = ``instructions``): one run of one value per
+benchmark, instructions per message, round trip or connection of the
+measured process's user space (interpreter, extension, libc; not the
+kernel's work), retry-free where fitted.  pyperf's ``unit`` is
+``integer`` (pyperf knows no other unit for a count); fastsock's own keys:
+
+=================  =====  ==============================================
+count_unit         str    ``instructions per message`` (round trip,
+                          connection)
+count_tool         str    ``callgrind``
+valgrind_version   str    ``valgrind-3.19.0``
+count_method       str    ``difference`` (N and 2N messages) or ``fit``
+                          (least squares over six intervals)
+count_n            int    N, messages of the unit interval
+count_msgs         str    messages per interval, comma-separated
+count_ir           str    instructions per interval, comma-separated
+count_calls        str    calls per interval of the libc functions that
+                          tell timing-dependent work (``send:2001,4001;
+                          poll:3,3``)
+count_setup_ir     int    instructions before the case's first interval
+                          (the previous case's teardown, this one's
+                          set-up and warm-up; the first case: start-up):
+                          not counted
+count_se           float  fit only: standard error of the value
+count_dof          int    fit only: its residual degrees of freedom
+                          (intervals - unknowns; absent: derived so)
+retries_per_msg    float  fit only: waits after EAGAIN per message;
+                          likewise continuations_per_msg, resends_per_msg
+instr_per_retry    float  fit only: instructions per retry (where fitted;
+                          likewise instr_per_continuation, instr_per_resend)
+count_env          str    the environment fixed for counting
+count_left_out     str    cases not counted and why (spin), if any
+sent, delivered,   ...    as in a time report; a count is per *sent*
+loss                      datagram (the sender's work does not depend on
+                          the loss, which is information)
+=================  =====  ==============================================
 """
 
 from __future__ import annotations
@@ -131,9 +175,10 @@ import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyperf
+if TYPE_CHECKING:  # imported where used: the counting worker starts under
+    import pyperf  # valgrind, where pyperf's import alone costs ~4 s
 
 SCHEMA_VERSION = 2
 # Reports larger than this are refused before parsing (bytes): a default
@@ -155,11 +200,14 @@ ASYNC_IMPLS = ("asyncio-streams", "asyncio-sock", "uvloop-streams", "uvloop-sock
 # The standard library's idioms, "<family>-<API>" (fastsock._idioms).  Any
 # other name is an impl from outside fastsock (docs/impls.md).
 IDIOM_IMPLS = ("socket-sendall", "socket-recv", "socket-makefile", "socket-sendmsg")
-# Defaults for fields added after schema 1, so older reports still load.
 # Defaults for fields added after schema 1, so older reports still load
 # (what the older suite measured): batch 1, the kernel's socket buffers,
 # one connection, Nagle as the scenario always had it.
 FIELD_DEFAULTS: dict[str, Any] = {"batch": 1, "sockbuf": 0, "threads": 1, "nodelay": 0}
+# What a report's values are: pyperf's seconds, or counted instructions
+# (a report without ``measure`` is a time report: schema 1 had only it).
+TIME, INSTRUCTIONS = "time", "instructions"
+MEASURES = (TIME, INSTRUCTIONS)
 FINGERPRINT_KEYS = (
     "cpu_model_name",
     "cpu_count",
@@ -179,6 +227,7 @@ FINGERPRINT_KEYS = (
     "hostname",
     "interleaved",
     "interleaved_side",
+    "valgrind_version",
 )
 PERCENTILES = ("rtt_p50", "rtt_p90", "rtt_p99", "rtt_p999")
 
@@ -267,6 +316,7 @@ class Report:
     suite: pyperf.BenchmarkSuite
     cases: list[Case]
     fingerprint: dict[str, Any]
+    measure: str = TIME  # what the values are (MEASURES)
 
     def by_key(self) -> dict[CaseKey, Case]:
         return {c.key: c for c in self.cases}
@@ -305,7 +355,7 @@ def _case_from_benchmark(path: str, bench: pyperf.Benchmark) -> Case | None:
         run_meta.append(run.get_metadata())
     if not process_values:
         raise ReportError(f"{path}: benchmark {key.name!r} has no values")
-    full_meta = dict(FIELD_DEFAULTS)
+    full_meta: dict[str, Any] = {**FIELD_DEFAULTS, "measure": TIME}
     full_meta.update(meta)
     return Case(key, bench, full_meta, process_values, run_meta)
 
@@ -339,6 +389,8 @@ def load_report(path: str | os.PathLike[str]) -> Report:
         "benchmarks" not in data and "runs" not in data
     ):
         raise ReportError(f"{path}: JSON but not a pyperf report")
+    import pyperf
+
     try:
         suite = pyperf.BenchmarkSuite.loads(raw.decode("utf-8"))
     except Exception as exc:  # pyperf raises many types on malformed input
@@ -361,7 +413,15 @@ def load_report(path: str | os.PathLike[str]) -> Report:
             f"{path}: report schema {schema} is newer than this fastsock ({SCHEMA_VERSION});"
             " upgrade"
         )
-    return Report(path, suite, cases, fingerprint(cases))
+    measures = {str(c.metadata.get("measure", TIME)) for c in cases}
+    unknown = sorted(measures - set(MEASURES))
+    if unknown:
+        raise ReportError(f"{path}: unknown measure {unknown[0]!r} (this fastsock knows "
+                          f"{', '.join(MEASURES)})")
+    if len(measures) > 1:
+        raise ReportError(f"{path}: mixes measures ({', '.join(sorted(measures))}); "
+                          "a report holds one")
+    return Report(path, suite, cases, fingerprint(cases), measures.pop())
 
 
 def fingerprint(cases: Iterable[Case]) -> dict[str, Any]:

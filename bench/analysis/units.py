@@ -99,3 +99,24 @@ def fmt_change(scenario: str, time_ratio: float) -> str:
         return f"{100 * (time_ratio - 1):+.1f}% RTT"
     unit = "conn/s" if scenario == "connect" else "MB/s"
     return f"{100 * (1 / time_ratio - 1):+.1f}% {unit}"
+
+
+# Counted instructions (``run --measure instructions``): per message, round
+# trip or connection, of the measured process's user space only.
+COUNT_UNITS = {"stream": "instr/msg", "pingpong": "instr/rt", "connect": "instr/conn"}
+
+
+def count_unit(scenario: str) -> str:
+    """The short unit of a count: 'instr/msg', 'instr/rt', 'instr/conn'."""
+    return COUNT_UNITS.get(scenario, "instr/msg")
+
+
+def fmt_count(scenario: str, instructions: float) -> str:
+    """A count with its unit: 1713.3 -> '1,713.3 instr/msg'."""
+    text = f"{instructions:,.1f}" if instructions < 1e5 else f"{instructions:,.0f}"
+    return f"{text} {count_unit(scenario)}"
+
+
+def fmt_count_change(ratio: float) -> str:
+    """An instruction ratio new/base as a change: 1.0123 -> '+1.23% instr'."""
+    return f"{100 * (ratio - 1):+.2f}% instr"

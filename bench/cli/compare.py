@@ -6,7 +6,9 @@ pyperf style: ``add_<name>_parser(subparsers)`` declares a subcommand and
 ``cmd_<name>(args) -> int`` runs it and returns the exit code; ``bench.cli``
 wires them.  Exit codes are the CI contract: 0 no regression, 1 at least one
 regression, 2 usage or input error, 3 reports from different machines
-(without ``--force``).  Every input error is one line on stderr,
+(without ``--force``).  Two reports of different measures (time, an
+instruction count) are an input error: there is no ratio between them.
+Every input error is one line on stderr,
 ``fastsock-bench <cmd>: error: ...``, never a traceback: the loader turns
 every bad file into a :class:`ReportError`, and argparse's own usage
 errors already exit 2.
@@ -53,8 +55,9 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("base", metavar="BASE.json", help="the reference report")
     parser.add_argument("new", metavar="NEW.json", help="the candidate report")
-    parser.add_argument("--threshold", type=_percent, default=0.05, metavar="PCT",
-                        help="changes below this many percent count as same (default 5)")
+    parser.add_argument("--threshold", type=_percent, default=None, metavar="PCT",
+                        help="changes below this many percent count as same (default 5 for "
+                        "time, 1 for instruction counts)")
     parser.add_argument("--alpha", type=_probability, default=0.05,
                         help="significance level after correction (default 0.05)")
     parser.add_argument("--correction", choices=("bh", "holm"), default="bh",
@@ -71,14 +74,18 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bench.analysis.compare import Settings, compare_reports, machine_differences
+    from bench.analysis.counts import check_same_measure, default_threshold
     from bench.analysis.stats import Correction
     from bench.present.formats import render_comparison
 
     try:
         base, new = load_report(args.base), load_report(args.new)
-    except ReportError as exc:
+        check_same_measure(base, new)  # a time and a count: never one verdict
+    except (ReportError, ValueError) as exc:
         error("compare", exc)
         return EXIT_USAGE
+    if args.threshold is None:
+        args.threshold = default_threshold(base.measure)
     mismatch = machine_differences(base, new)
     if mismatch and not args.force:
         what = "; ".join(f"{d.key} {d.base!r} vs {d.new!r}" for d in mismatch)

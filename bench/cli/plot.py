@@ -43,6 +43,9 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="directory for the figures (default: the report's directory)")
     p.add_argument("--compare", metavar="BASE.json",
                    help="also draw the ratio of each case to this base report")
+    p.add_argument("--counts", metavar="COUNTS.json",
+                   help="also draw this instruction-count report's figures (run --measure "
+                   "instructions), beside the time report's")
     p.add_argument("--format", dest="formats", action="append", choices=("png", "svg"),
                    help="only this format (repeatable; default: png and svg)")
     add_pair_options(p, "speedup heatmaps")
@@ -59,9 +62,27 @@ def load_pair(path: str, base_path: str | None
     if not base_path:
         return report, None, None
     base = load_report(base_path)
-    from bench.analysis.compare import compare_reports
+    from bench.analysis.compare import Settings, compare_reports
+    from bench.analysis.counts import default_threshold
 
-    return report, base, compare_reports(base, report)
+    settings = Settings(threshold=default_threshold(report.measure))
+    return report, base, compare_reports(base, report, settings)
+
+
+def load_counts(report: Report, path: str | None) -> Report | None:
+    """The count report to show beside a time report, or None; ValueError
+    when either is of the wrong measure."""
+    if not path:
+        return None
+    from bench.analysis.report import INSTRUCTIONS
+
+    counts = load_report(path)
+    if report.measure == INSTRUCTIONS:
+        raise ValueError(f"--counts goes with a time report; {report.path} is a count report")
+    if counts.measure != INSTRUCTIONS:
+        raise ValueError(f"--counts {path}: not an instruction-count report "
+                         "(run --measure instructions)")
+    return counts
 
 
 def check_pair(report: Report, args: argparse.Namespace) -> tuple[str, str]:
@@ -84,6 +105,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     try:
         report, base, comparison = load_pair(args.report, args.compare)
         pair = check_pair(report, args)
+        counts = load_counts(report, args.counts)
     except (ReportError, ValueError) as exc:
         return error("plot", one_line(exc))
     outdir = Path(args.output) if args.output else Path(os.path.abspath(args.report)).parent
@@ -94,7 +116,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     try:
         written = plot_report(report, outdir, base=base, formats=formats, comparison=comparison,
-                              pair=pair)
+                              pair=pair, counts=counts)
     except OSError as exc:
         return error("plot", f"{exc.filename or outdir}: cannot write: {exc.strerror}")
     for path in written:

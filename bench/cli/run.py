@@ -32,6 +32,8 @@ import fastsock
 from bench.analysis.report import load_report
 from bench.remote import client as _remote
 from bench.run import axes as A
+from bench.run import callgrind as _callgrind
+from bench.run import count as _count
 from bench.run import lockstep as _interleave
 from bench.run import matrix as M
 from bench.run import transports as T
@@ -100,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, allow_abbrev=False,
                 description="Measure fastsock's loops (compiled and pure Python) with pyperf.")
     add_selection_args(p)
+    p.add_argument("--measure", choices=("time", "instructions"), default="time",
+                   help="time (pyperf's wall time, the default) or instructions: user-space "
+                   "instructions per message of the measured side, counted under valgrind "
+                   "(not the kernel's work; see docs/compare.md)")
     p.add_argument("--list", action="store_true", help="print the selected cases and exit")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="report path (default: results/<YYYYmmdd-HHMMSS>-<host>.json)")
@@ -282,6 +288,9 @@ def main_run(argv: list[str]) -> int:
     try:
         args = parser.parse_args(argv)
         _check_remote_axes(args)
+        counting = args.measure == "instructions"
+        if counting:
+            _count.refuse(args)  # before --remote would contact its server
         remote = None
         if args.remote:  # find the server first; workers get its numeric address
             if args.token is not None:
@@ -298,12 +307,20 @@ def main_run(argv: list[str]) -> int:
             )
         for note in M.left_out(plan.selection, plan.cases):
             print(f"{PROG}: note: {note}", file=sys.stderr)
+        tasks, left = _count.plan(plan.cases, args.preset) if counting else ([], [])
+        if counting and not tasks:
+            raise UsageError("nothing to count: " + "; ".join(
+                _count.left_out_reason(m) for m in sorted({k.mode for k in left})))
         if args.list:
-            for key in plan.cases:
+            for key in (t.key for t in tasks) if counting else plan.cases:
                 print(key.name)
-            print(f"{len(plan.cases)} cases", file=sys.stderr)
+            for mode in sorted({k.mode for k in left}):
+                print(f"left out: {sum(k.mode == mode for k in left)} {mode} cases "
+                      f"({_count.left_out_reason(mode)})", file=sys.stderr)
+            print(f"{len(tasks) if counting else len(plan.cases)} cases", file=sys.stderr)
             return 0
-        pargs = pyperf_args(args)  # before check_output, which may create results/
+        version = _callgrind.version() if counting else ""
+        pargs = [] if counting else pyperf_args(args)  # before check_output (results/)
         output = args.output or default_output()
         if args.base_output and not args.base_python:
             raise UsageError("--base-output needs --base-python")
@@ -325,10 +342,13 @@ def main_run(argv: list[str]) -> int:
                   file=sys.stderr)
             return 128 + signal.SIGINT
     except (UsageError, M.MatrixError, A.AxisError, _remote.RemoteError,
-            _interleave.BaseError) as exc:
+            _interleave.BaseError, _count.CountError, _callgrind.CallgrindError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    outcome = execute(args, plan, outputs, pargs, base)
+    if counting:
+        outcome = _count.execute(args, tasks, left, output, version)
+    else:
+        outcome = execute(args, plan, outputs, pargs, base)
     return _finish(args, outcome, base is not None)
 
 

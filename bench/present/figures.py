@@ -28,6 +28,11 @@ per second, grouped by transport, a bar per mode (colour) and impl
 processes' figures as a whisker and the speedup over each pair.  No
 connect speedup heatmap: the bars carry it.
 
+A count report (``run --measure instructions``) has its own figure per
+scenario (:func:`count_figure`): instructions per message of the measured
+side's user space, said so in its title; the compare figure then shows
+instruction ratios.
+
 Known limits: throughput lines carry no error bars (process-to-process
 spread is a few percent, invisible on log-log axes; the compare figure is
 where uncertainty is shown); the compare figure shows at most
@@ -40,6 +45,7 @@ import io
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,7 +58,15 @@ from matplotlib.patches import Patch
 from bench.analysis import compare as _compare
 from bench.analysis import units as _units
 from bench.analysis.compare import Comparison
-from bench.analysis.report import COMPILED, PYTHON, Case, CaseKey, Report, write_atomic
+from bench.analysis.report import (
+    COMPILED,
+    INSTRUCTIONS,
+    PYTHON,
+    Case,
+    CaseKey,
+    Report,
+    write_atomic,
+)
 from bench.analysis.report import DGRAM_TRANSPORTS as DATAGRAM_TRANSPORTS
 from bench.analysis.shaping import (
     DEFAULT_PAIR,
@@ -523,6 +537,51 @@ def connect_figure(report: Report) -> Figure | None:
     return fig
 
 
+COUNT_WHAT = {"stream": "message", "pingpong": "round trip", "connect": "connection"}
+
+
+def count_figure(report: Report, scenario: str) -> Figure | None:
+    """(f) A count report's instructions per message (round trip,
+    connection) of the measured side's user space, a panel per transport:
+    lines vs message size, or points per mode where one size was counted."""
+    if report.measure != INSTRUCTIONS:
+        return None
+    cases = [c for c in report.cases if c.key.scenario == scenario]
+    if not cases:
+        return None
+    groups = _by_transport(cases)
+    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
+    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    sizes = sorted({c.key.size for c in cases})
+    what = COUNT_WHAT.get(scenario, "operation")
+    fig, axes = _grid(len(groups))
+    for ax, (transport, tcases) in zip(axes, groups.items()):
+        if len(sizes) == 1:
+            _points(ax, tcases, modes, impls, lambda c: (case_seconds(c), None))
+        else:
+            for s in _series(tcases):
+                ls, marker = impl_style(s.impl)
+                ax.plot(s.sizes, [case_seconds(c) for c in s.cases], ls=ls, marker=marker,
+                        ms=4, lw=1.5, color=mode_colour(s.mode),
+                        label=_series_label(s.mode, s.impl, s.batch))
+            _size_axis(ax, (c.key.size for c in tcases))
+            _log_y(ax)
+        ax.set_ylabel(f"instructions per {what}")
+        ax.set_title(transport, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    if len(sizes) == 1:
+        _points_y(axes, [case_seconds(c) for c in cases])
+        at = "" if scenario == "connect" else f", {_units.fmt_size(sizes[0])} messages"
+    else:
+        _share_limits(axes)
+        _densify_log_y(axes)
+        at = " vs message size"
+    _title(fig, f"User-space instructions per {what}{at}\n(valgrind callgrind: the measured "
+                "side's interpreter, extension and libc; not the kernel's work)", report, cases)
+    _legend(fig, modes, impls, points=len(sizes) == 1)
+    return fig
+
+
 def speedup_figure(report: Report, scenario: str,
                    pair: tuple[str, str] = DEFAULT_PAIR) -> Figure | None:
     """(c) Speedup heatmap of ``pair`` = (base, impl), by default
@@ -763,21 +822,35 @@ def _speedup_cmap() -> Any:
 # ---------------------------------------------------------------- output
 
 
+def _count_builders(report: Report) -> list[tuple[str, Callable[[], Figure | None]]]:
+    return [(f"counts_{sc}", partial(count_figure, report, sc))
+            for sc in ("stream", "pingpong", "connect")]
+
+
 def figures(report: Report, base: Report | None = None,
             comparison: Comparison | None = None,
-            pair: tuple[str, str] = DEFAULT_PAIR) -> dict[str, Figure]:
+            pair: tuple[str, str] = DEFAULT_PAIR,
+            counts: Report | None = None) -> dict[str, Figure]:
     """Every figure the report supports, by file-name stem; with a base,
     the compare figure (``comparison``: an already computed one); the
-    speedup heatmaps are ``pair``'s (base impl, impl)."""
-    builders: list[tuple[str, Callable[[], Figure | None]]] = [
-        ("throughput", lambda: throughput_figure(report)),
-        ("rtt", lambda: rtt_figure(report)),
-        ("speedup_stream", lambda: speedup_figure(report, "stream", pair)),
-        ("speedup_pingpong", lambda: speedup_figure(report, "pingpong", pair)),
-        ("connect", lambda: connect_figure(report)),
-        ("sockbuf", lambda: sockbuf_figure(report)),
-        ("threads", lambda: threads_figure(report)),
-    ]
+    speedup heatmaps are ``pair``'s (base impl, impl); with ``counts`` (a
+    count report beside a time report), its count figures after the time
+    figures (beside them, never in their place)."""
+    builders: list[tuple[str, Callable[[], Figure | None]]]
+    if report.measure == INSTRUCTIONS:
+        builders = _count_builders(report)
+    else:
+        builders = [
+            ("throughput", lambda: throughput_figure(report)),
+            ("rtt", lambda: rtt_figure(report)),
+            ("speedup_stream", lambda: speedup_figure(report, "stream", pair)),
+            ("speedup_pingpong", lambda: speedup_figure(report, "pingpong", pair)),
+            ("connect", lambda: connect_figure(report)),
+            ("sockbuf", lambda: sockbuf_figure(report)),
+            ("threads", lambda: threads_figure(report)),
+        ]
+        if counts is not None:
+            builders += _count_builders(counts)
     if base is not None:
         builders.insert(0, ("compare", lambda: compare_figure(report, base, comparison)))
     out = {}
@@ -804,6 +877,7 @@ def plot_report(
     prefix: str | None = None,
     comparison: Comparison | None = None,
     pair: tuple[str, str] = DEFAULT_PAIR,
+    counts: Report | None = None,
 ) -> list[Path]:
     """Write every figure in every format to ``outdir`` (created if needed),
     named ``<prefix>_<figure>.<fmt>`` (prefix: the report's file stem);
@@ -813,7 +887,7 @@ def plot_report(
     if prefix is None:
         prefix = Path(report.path).stem
     written = []
-    for name, fig in figures(report, base, comparison, pair).items():
+    for name, fig in figures(report, base, comparison, pair, counts).items():
         for fmt in formats:
             path = outdir / f"{prefix}_{name}.{fmt}"
             write_atomic(path, render(fig, fmt))
@@ -879,13 +953,14 @@ def compare_figure(report: Report, base: Report, comparison: Comparison | None =
     ax.set_yticks(y, [case_label(r.key) + ("" if r.time.est.bounded else " (no interval)")
                       for r in chosen], fontsize=8)
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlabel("time ratio new / base (×; > 1: slower, < 1: faster)")
+    ratio = "instruction ratio" if comparison.measure == INSTRUCTIONS else "time ratio"
+    ax.set_xlabel(f"{ratio} new / base (×; > 1: slower, < 1: faster)")
     ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:g}×")
     ax.grid(True, axis="x", alpha=0.3)
     total = len(results)
     shown = f"all {total} cases" if n == total else f"the {n} largest changes of {total} cases"
     base_name, new_name = Path(base.path).name, Path(report.path).name
-    what = (f"{new_name} vs base {base_name}: time ratio with 95% interval, {shown}\n"
+    what = (f"{new_name} vs base {base_name}: {ratio} with 95% interval, {shown}\n"
             f"(grey band: ±{100 * t:g}% threshold; "
             f"{comparison.settings.correction.value.upper()}-corrected verdicts)")
     if comparison.machine_differs:

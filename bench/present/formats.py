@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from bench.analysis import units as _units
 from bench.analysis.compare import CaseResult, Comparison, Difference, Metric, Speedup
-from bench.analysis.report import CaseKey
+from bench.analysis.report import INSTRUCTIONS, CaseKey
 from bench.analysis.stats import Estimate, Verdict
 
 FORMATS = ("table", "markdown", "json")
@@ -103,6 +103,15 @@ def _machine_text(machine: Mapping[str, Any], differs: Sequence[Difference] = ()
 def _legend(cmp: Comparison) -> list[str]:
     s = cmp.settings
     t = f"{100 * s.threshold:g}%"
+    if cmp.measure == INSTRUCTIONS:
+        return [
+            "instr ratio = new/base user-space instructions per message, round trip or "
+            "connection (valgrind callgrind: interpreter, extension, libc; not the kernel's "
+            "work); exact for a difference, for a fit a 95% CI from its standard error "
+            "(Student's t: six intervals)",
+            f"verdict: slower/faster = ratio beyond ±{t} (a fit's also p adjusted "
+            f"({_CORRECTION_NAMES[s.correction.value]}) < {s.alpha:g}); same = CI within ±{t}",
+        ]
     return [
         "time ratio = new/base time per message, round trip or connection (below 1 is faster), "
         "95% CI over worker processes (one median each)",
@@ -150,6 +159,37 @@ def _p99_row(c: CaseResult, m: Metric) -> list[Cell]:
 
 
 TIME_HEADER = ("case", "procs", "base", "new", "time ratio [95% CI]", "change", "p adj", "verdict")
+COUNT_HEADER = ("case", "method", "base", "new", "instr ratio [95% CI]", "change", "p adj",
+                "verdict")
+
+
+def _exact(est: Estimate) -> bool:
+    """A count's estimate without uncertainty (two differences)."""
+    return est.bounded and est.low == est.high
+
+
+def _count_row(c: CaseResult) -> list[Cell]:
+    k, t = c.key, c.time
+    code = _ANSI.get(t.verdict)
+    exact = _exact(t.est)
+    return [
+        (k.name, None),
+        ("difference" if exact else "fit", None),
+        (_units.fmt_count(k.scenario, t.base), None),
+        (_units.fmt_count(k.scenario, t.new), None),
+        (f"{t.est.ratio:.4f} (exact)" if exact else fmt_ci(t.est), code),
+        (_units.fmt_count_change(t.est.ratio), code),
+        ("-" if exact else fmt_p(t.p_adj), None),
+        (t.verdict.value, code),
+    ]
+
+
+def _header(cmp: Comparison) -> tuple[str, ...]:
+    return COUNT_HEADER if cmp.measure == INSTRUCTIONS else TIME_HEADER
+
+
+def _row(cmp: Comparison, c: CaseResult) -> list[Cell]:
+    return _count_row(c) if cmp.measure == INSTRUCTIONS else _time_row(c)
 P99_HEADER = ("case", "procs", "base p99", "new p99", "ratio [95% CI]", "p adj", "verdict")
 
 
@@ -161,7 +201,8 @@ def _p99_title(cmp: Comparison) -> str:
 def _tail_lines(cmp: Comparison) -> list[str]:
     lines = []
     if cmp.geomeans:
-        lines.append("geometric mean of time ratios: " + "; ".join(
+        what = "instruction" if cmp.measure == INSTRUCTIONS else "time"
+        lines.append(f"geometric mean of {what} ratios: " + "; ".join(
             f"{s} {r:.3f} over {n} cases" for s, (r, n) in cmp.geomeans.items()
         ))
     for path, keys in ((cmp.base_path, cmp.only_base), (cmp.new_path, cmp.only_new)):
@@ -178,7 +219,7 @@ def comparison_table(cmp: Comparison, colour: bool = False) -> str:
     if cmp.differs or cmp.case_differs:
         lines.append("differs: " + _differs_text(cmp))
     lines += _legend(cmp) + [""]
-    lines += _grid(TIME_HEADER, [_time_row(c) for c in cmp.cases], colour)
+    lines += _grid(_header(cmp), [_row(cmp, c) for c in cmp.cases], colour)
     p99 = [(c, c.rtt_p99) for c in cmp.cases if c.rtt_p99 is not None]
     if p99:
         lines += ["", _p99_title(cmp)]
@@ -211,9 +252,9 @@ def comparison_markdown(cmp: Comparison) -> str:
     lines += ["", _summary(cmp), "", "<br>".join(_legend(cmp)), ""]
     flagged = [c for c in cmp.cases if c.time.verdict in (Verdict.SLOWER, Verdict.FASTER)]
     if flagged:
-        lines += _md_table(TIME_HEADER, [_md_cells(_time_row(c)) for c in flagged]) + [""]
+        lines += _md_table(_header(cmp), [_md_cells(_row(cmp, c)) for c in flagged]) + [""]
     lines += [f"<details><summary>All {len(cmp.cases)} cases</summary>", ""]
-    lines += _md_table(TIME_HEADER, [_md_cells(_time_row(c)) for c in cmp.cases])
+    lines += _md_table(_header(cmp), [_md_cells(_row(cmp, c)) for c in cmp.cases])
     p99 = [(c, c.rtt_p99) for c in cmp.cases if c.rtt_p99 is not None]
     if p99:
         lines += ["", _p99_title(cmp), ""]
@@ -237,7 +278,12 @@ def _est_json(est: Estimate) -> dict[str, Any]:
     }
 
 
-def _metric_json(m: Metric) -> dict[str, Any]:
+def _metric_json(m: Metric, measure: str = "time") -> dict[str, Any]:
+    if measure == INSTRUCTIONS:  # instructions per message, no worker processes
+        est = {"ratio": m.est.ratio, "ci": [m.est.low, m.est.high], "p": m.est.p,
+               "test": "exact" if _exact(m.est) else "fit-se"}
+        return {"base_instructions": m.base, "new_instructions": m.new, **est,
+                "p_adj": m.p_adj, "verdict": m.verdict.value}
     return {"base_s": m.base, "new_s": m.new, **_est_json(m.est),
             "p_adj": m.p_adj, "verdict": m.verdict.value}
 
@@ -247,10 +293,21 @@ def _key_json(key: CaseKey) -> dict[str, Any]:
             "mode": key.mode, "size": key.size, "impl": key.impl, "batch": key.batch}
 
 
+def _case_json(cmp: Comparison, c: CaseResult) -> dict[str, Any]:
+    if cmp.measure == INSTRUCTIONS:  # "count", in instructions, never "time"
+        return {**_key_json(c.key), "count": _metric_json(c.time, INSTRUCTIONS),
+                "unit": _units.count_unit(c.key.scenario),
+                "change": _units.fmt_count_change(c.time.est.ratio)}
+    return {**_key_json(c.key), "time": _metric_json(c.time),
+            "change": _units.fmt_change(c.key.scenario, c.time.est.ratio),
+            "rtt_p99": _metric_json(c.rtt_p99) if c.rtt_p99 else None}
+
+
 def comparison_json(cmp: Comparison) -> str:
     s = cmp.settings
     doc = {
         "fastsock_compare": JSON_SCHEMA,
+        "measure": cmp.measure,
         "base": cmp.base_path,
         "new": cmp.new_path,
         "settings": {"threshold": s.threshold, "alpha": s.alpha,
@@ -260,12 +317,7 @@ def comparison_json(cmp: Comparison) -> str:
         "machine_differs": {d.key: [d.base, d.new] for d in cmp.machine_differs},
         "differs": {d.key: [d.base, d.new] for d in cmp.differs},
         "case_differs": cmp.case_differs,
-        "cases": [
-            {**_key_json(c.key), "time": _metric_json(c.time),
-             "change": _units.fmt_change(c.key.scenario, c.time.est.ratio),
-             "rtt_p99": _metric_json(c.rtt_p99) if c.rtt_p99 else None}
-            for c in cmp.cases
-        ],
+        "cases": [_case_json(cmp, c) for c in cmp.cases],
         "geometric_mean": {k: {"ratio": r, "cases": n} for k, (r, n) in cmp.geomeans.items()},
         "only_in_base": [k.name for k in cmp.only_base],
         "only_in_new": [k.name for k in cmp.only_new],

@@ -8,6 +8,10 @@ scripts, fonts or links to anything outside the file (anchors inside it
 only).  PNG rather than inline SVG: matplotlib's SVG ids can collide
 between figures on one page, and PNGs are smaller for dense figures.
 
+A count report (``run --measure instructions``) gets its own tables
+(:mod:`bench.present.counted`) and figures in place of the timing ones;
+a time report given ``counts`` shows that count report's after its own.
+
 Contents, in the order a reader asks: what was measured where (title,
 environment fingerprint), the answer to "did it change?" when a base is
 given (the verdict of :mod:`bench.analysis.compare`), the summary tables per
@@ -37,11 +41,14 @@ from bench.analysis.compare import CaseResult, Comparison
 from bench.analysis.report import (
     DGRAM_TRANSPORTS,
     FINGERPRINT_KEYS,
+    INSTRUCTIONS,
     Case,
+    CaseKey,
     Report,
     write_atomic,
 )
 from bench.analysis.stats import Verdict
+from bench.present import counted as _counted
 from bench.present import figures as _plot
 
 FIGURE_DPI = 100  # inline PNGs: sharp at page width, a few hundred kB each
@@ -62,6 +69,7 @@ FINGERPRINT_LABELS = {
     "net_core_busy_read": "net.core.busy_read (µs)",
     "load_avg_1min": "load average (1 min, at start)",
     "hostname": "hostname",
+    "valgrind_version": "valgrind (instruction counts)",
 }
 FIGURE_CAPTIONS = {
     "compare": "Time ratio new/base per case with its 95% confidence interval.",
@@ -71,6 +79,11 @@ FIGURE_CAPTIONS = {
     "speedup_pingpong": "Speedup of the compiled loops over pure Python, ping-pong.",
     "connect": "Connections set up and torn down per second (connect + accept + close, "
                "both ends in the measured process), with the compiled/Python speedup.",
+    "counts_stream": "User-space instructions per message (valgrind; not the kernel's work).",
+    "counts_pingpong": "User-space instructions per round trip (valgrind; not the kernel's "
+                       "work).",
+    "counts_connect": "User-space instructions per connection (valgrind; not the kernel's "
+                      "work).",
 }
 SCENARIO_TITLES = {"stream": "Stream throughput", "pingpong": "Ping-pong RTT",
                    "connect": "Connections (connect + accept + close)"}
@@ -112,28 +125,33 @@ def e(value: Any) -> str:
 
 def write_html(report: Report, path: str | os.PathLike[str], base: Report | None = None,
                comparison: Comparison | None = None,
-               pair: tuple[str, str] = _shaping.DEFAULT_PAIR) -> Path:
+               pair: tuple[str, str] = _shaping.DEFAULT_PAIR,
+               counts: Report | None = None) -> Path:
     """Render the report (and its comparison with ``base``: computed here
-    unless given) to ``path``, atomically; returns the path.  Raises
+    unless given; and a count report's tables and figures beside a time
+    report's, ``counts``) to ``path``, atomically; returns the path.  Raises
     ValueError (from bench.analysis.compare) when the two share no case.
     ``pair``: the (base, impl) whose speedup the tables and heatmaps show
     (by default Python and compiled)."""
-    write_atomic(path, render_html(report, base, comparison, pair))
+    write_atomic(path, render_html(report, base, comparison, pair, counts))
     return Path(path)
 
 
 def render_html(report: Report, base: Report | None = None,
                 comparison: Comparison | None = None,
-                pair: tuple[str, str] = _shaping.DEFAULT_PAIR) -> str:
+                pair: tuple[str, str] = _shaping.DEFAULT_PAIR,
+                counts: Report | None = None) -> str:
     if base is not None and comparison is None:
         comparison = _compare.compare_reports(base, report)
-    figures = _plot.figures(report, base, comparison, pair)
+    counting = report.measure == INSTRUCTIONS
+    figures = _plot.figures(report, base, comparison, pair, counts)
     parts: list[str] = []
     name = Path(report.path).name
     parts.append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                  f"<title>fastsock report: {e(name)}</title>\n"
                  f"<style>{CSS}</style>\n</head>\n<body>\n")
-    parts.append(f"<h1>fastsock benchmark report: {e(name)}</h1>\n")
+    kind = "instruction-count report" if counting else "benchmark report"
+    parts.append(f"<h1>fastsock {kind}: {e(name)}</h1>\n")
     parts.append(f"<p class=\"where\">Measured on {e(_shaping.where(report.fingerprint))}"
                  f"{e(_run_dates(report.cases))}.</p>\n")
     sections: list[tuple[str, str, str]] = []  # (anchor, title, body)
@@ -142,7 +160,7 @@ def render_html(report: Report, base: Report | None = None,
                          _compare_section(report, base, comparison, figures)))
     # Look before reading: the short answers and the figures come before
     # the long per-case tables.
-    glance = _glance_table(report, pair)
+    glance = "" if counting else _glance_table(report, pair)
     if glance:
         sections.append(("glance", "At a glance", glance))
     shown = [(n, f) for n, f in figures.items() if n != "compare"]
@@ -150,18 +168,32 @@ def render_html(report: Report, base: Report | None = None,
         sections.append(("figures", "Figures", "".join(_figure(n, f, pair) for n, f in shown)))
     scenarios = _shaping.ordered((c.key.scenario for c in report.cases),
                               ("stream", "pingpong", "connect"))
-    for scenario in scenarios:
-        sections.append((f"summary-{scenario}",
-                         f"Summary: {SCENARIO_TITLES.get(scenario, scenario)}",
-                         _summary_table(report, scenario, pair)))
+    if counting:
+        sections += _counted.sections(report)
+    else:
+        for scenario in scenarios:
+            sections.append((f"summary-{scenario}",
+                             f"Summary: {SCENARIO_TITLES.get(scenario, scenario)}",
+                             _summary_table(report, scenario, pair)))
+    if counts is not None:  # beside the timing tables, after them
+        sections += _counted.sections(counts)
     sections.append(("environment", "Environment", _fingerprint_table(report, base)))
     parts.append("<nav><ul>" + "".join(
         f"<li><a href=\"#{e(a)}\">{e(t)}</a></li>" for a, t, _ in sections) + "</ul></nav>\n")
     for anchor, title, body in sections:
         parts.append(f"<section id=\"{e(anchor)}\">\n<h2>{e(title)}</h2>\n{body}</section>\n")
+    if counting:
+        parts.append(
+            f"<footer>Written by fastsock-bench from {e(report.path)}. Per case: the "
+            "measured side's user-space instructions per message, round trip or connection, "
+            "counted under valgrind (callgrind): interpreter, extension and libc, not the "
+            "kernel's work.</footer>\n</body>\n</html>\n")
+        return "".join(parts)
     parts.append(
         "<footer>Written by fastsock-bench from "
-        f"{e(report.path)}. Per case: the median over worker processes of each process's "
+        + (f"{e(report.path)} (instruction counts from {e(counts.path)})"
+           if counts is not None else e(report.path))
+        + ". Per case: the median over worker processes of each process's "
         "median; RTT percentiles, CPU time per message and loss are means over processes. "
         f"MB = 10<sup>6</sup> bytes. Speedup: {e(pair[0])} time / {e(pair[1])} time, the "
         "Hodges-Lehmann estimate over process medians (as <code>fastsock-bench speedup "
@@ -428,9 +460,13 @@ def _compare_section(report: Report, base: Report, comparison: Comparison,
     out.append(f"<p class=\"{cls} verdict\"><strong>Verdict: {e(head)}</strong> "
                f"({e(', '.join(f'{n} {v}' for v, n in counts.items()))} of "
                f"{len(c.cases)} cases compared).</p>\n")
+    what = ("instruction ratio new/base (user-space instructions per message, exact for a "
+            "difference, with the fit's standard error for a fit)"
+            if c.measure == INSTRUCTIONS else
+            "time ratio new/base (Hodges-Lehmann estimate over worker-process medians)")
     out.append(
-        f"<p class=\"note\">Base {e(c.base_path)}, new {e(c.new_path)}. Per case: time "
-        f"ratio new/base (Hodges-Lehmann estimate over worker-process medians) with its "
+        f"<p class=\"note\">Base {e(c.base_path)}, new {e(c.new_path)}. Per case: "
+        f"{e(what)} with its "
         f"95% interval; a case is slower or faster when its {e(st.correction.value.upper())}"
         f"-adjusted p &lt; {e(f'{st.alpha:g}')} and the ratio is beyond "
         f"±{e(f'{100 * st.threshold:g}')}%, the same when the whole interval is within "
@@ -440,7 +476,9 @@ def _compare_section(report: Report, base: Report, comparison: Comparison,
         items = "".join(
             f"<li>{e(sc)}: {e(_units.fmt_ratio(g))} over {n} cases</li>"
             for sc, (g, n) in c.geomeans.items())
-        out.append(f"<p>Geometric mean of the time ratios (&gt; 1: slower):</p><ul>{items}</ul>\n")
+        ratio = "instruction" if c.measure == INSTRUCTIONS else "time"
+        out.append(f"<p>Geometric mean of the {ratio} ratios (&gt; 1: slower):</p>"
+                   f"<ul>{items}</ul>\n")
     if c.differs or c.case_differs:
         rows = "".join(f"<tr><th>{e(FINGERPRINT_LABELS.get(d.key, d.key))}</th>"
                        f"<td>{e(d.base)}</td><td>{e(d.new)}</td></tr>" for d in c.differs)
@@ -466,16 +504,18 @@ def _compare_section(report: Report, base: Report, comparison: Comparison,
     with_p99 = any(r.rtt_p99 is not None for r in c.cases)
     if calls:
         out.append("<h3>Cases that changed or could not be called</h3>\n"
-                   + _compare_table(calls, with_p99))
+                   + _compare_table(calls, with_p99, c.measure))
     if same:
         out.append(f"<details><summary>{len(same)} cases the same (95% interval within "
                    f"±{e(f'{100 * st.threshold:g}')}%)</summary>\n"
-                   + _compare_table(sorted(same, key=lambda r: -r.time.est.ratio), with_p99)
+                   + _compare_table(sorted(same, key=lambda r: -r.time.est.ratio), with_p99,
+                                    c.measure)
                    + "</details>\n")
     return "".join(out)
 
 
-def _compare_table(results: Sequence[CaseResult], with_p99: bool) -> str:
+def _compare_table(results: Sequence[CaseResult], with_p99: bool,
+                   measure: str = "time") -> str:
     head = ("<tr><th>case</th><th>base</th><th>new</th><th>ratio new/base [95% interval]</th>"
             "<th>p (adjusted)</th><th>verdict</th>"
             + ("<th>RTT p99 ratio</th><th>RTT p99 verdict</th>" if with_p99 else "") + "</tr>")
@@ -484,8 +524,8 @@ def _compare_table(results: Sequence[CaseResult], with_p99: bool) -> str:
         k, t = r.key, r.time
         cells = [
             f"<td>{e(_plot.case_label(k))}</td>",
-            f"<td class=\"num\">{e(_units.fmt_value(k.scenario, k.size, t.base))}</td>",
-            f"<td class=\"num\">{e(_units.fmt_value(k.scenario, k.size, t.new))}</td>",
+            f"<td class=\"num\">{e(_figure_text(measure, k, t.base))}</td>",
+            f"<td class=\"num\">{e(_figure_text(measure, k, t.new))}</td>",
             f"<td class=\"num\">{e(_interval(t.est))}</td>",
             f"<td class=\"num\">{e(f'{t.p_adj:.2g}')}</td>",
             f"<td class=\"{e(t.verdict.value)}\">{e(t.verdict.value)}</td>",
@@ -497,6 +537,12 @@ def _compare_table(results: Sequence[CaseResult], with_p99: bool) -> str:
                       if p is not None else ["<td></td>", "<td></td>"])
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>\n"
+
+
+def _figure_text(measure: str, key: CaseKey, value: float) -> str:
+    if measure == INSTRUCTIONS:
+        return _units.fmt_count(key.scenario, value)
+    return _units.fmt_value(key.scenario, key.size, value)
 
 
 def _interval(est: Any) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.analysis.report import Case, Report
+from bench.analysis.report import INSTRUCTIONS, Case, Report
 from bench.analysis.shaping import (
     capped_sockbufs,
     case_seconds,
@@ -24,7 +24,11 @@ from bench.analysis.shaping import (
     granted_buffers,
     speedups_over,
 )
-from bench.analysis.units import fmt_size, msg_rate, throughput_mbps
+from bench.analysis.units import count_unit, fmt_size, msg_rate, throughput_mbps
+
+COUNT_TITLE = ("user-space instructions per {what} (valgrind callgrind: the measured "
+               "process's interpreter, extension and libc; not the kernel's work)")
+COUNT_WHAT = {"stream": "message", "pingpong": "round trip", "connect": "connection"}
 
 
 def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
@@ -39,6 +43,8 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
 
 
 def render_report(report: Report) -> str:
+    if report.measure == INSTRUCTIONS:
+        return render_counts(report)
     sp = speedups_over(report)
     parts = []
     for scenario in ("stream", "pingpong"):
@@ -140,6 +146,52 @@ def _connect_table(report: Report, sp: dict[Any, float]) -> str:
     title = ("connect: connections set up and torn down per second "
              "(connect + accept + close, both ends in one process)")
     return f"{title}\n{_table(headers, rows, left=3)}"
+
+
+def render_counts(report: Report) -> str:
+    """A count report's tables: one per scenario, the method of each count
+    (difference, or fit with its standard error and the retries it took
+    out), loss where datagram, the twins' instruction ratio (not a speedup)."""
+    from bench.analysis.counts import count, count_se, instr_ratios
+
+    ratios = instr_ratios(report)
+    parts = []
+    for scenario in ("stream", "pingpong", "connect"):
+        cases = [c for c in report.cases if c.key.scenario == scenario]
+        if not cases:
+            continue
+        dgram = any(c.run_mean("loss") is not None for c in cases)
+        rows = []
+        for c in cases:
+            k = c.key
+            se = count_se(c)
+            how = str(c.metadata.get("count_method", "?"))
+            retries = c.metadata.get("retries_per_msg")
+            row = [k.transport, k.mode, fmt_size(k.size) if scenario != "connect" else "-",
+                   k.impl, f"{count(c):,.1f}",
+                   f"{how} ±{se:.1f}" if se else how,
+                   f"{float(retries):.3f}" if retries is not None else "-"]
+            if dgram:
+                loss = c.run_mean("loss")
+                row.append(f"{loss * 100:.1f}%" if loss is not None else "-")
+            row.append(f"{ratios[k]:.2f}" if k in ratios else "")
+            rows.append(row)
+        headers = ["transport", "mode", "size", "impl", count_unit(scenario), "method",
+                   "retries/msg"] + (["loss"] if dgram else []) + ["instr ratio py/cy"]
+        if any(c.key.batch != 1 for c in cases):
+            headers.insert(4, "batch")
+            for row, c in zip(rows, cases):
+                row.insert(4, str(c.key.batch))
+        _axis_columns(headers, rows, cases, 4)
+        title = COUNT_TITLE.format(what=COUNT_WHAT[scenario])
+        parts.append(f"{title}\n{_table(headers, rows)}")
+    left = {str(c.metadata["count_left_out"]) for c in report.cases
+            if "count_left_out" in c.metadata}
+    notes = ["method: difference = (count of 2N - count of N) / N, exact; fit = least "
+             "squares over six intervals, retries after EAGAIN separated (± its standard "
+             "error); instr ratio py/cy = Python's count / the compiled one's, not a speedup"]
+    notes += [f"left out: {text}" for text in sorted(left)]
+    return "\n\n".join(parts) + "\n\n" + "\n".join(notes)
 
 
 def write_html_beside(path: str, report: Report) -> str:

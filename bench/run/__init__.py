@@ -9,5 +9,8 @@ scenario), ``eventloop`` (the event-loop impls' connection and peer
 watch), ``worker`` (one case's lifecycle inside a pyperf worker),
 ``lockstep`` (a base and a candidate timed value by value),
 ``fingerprint`` (the environment) and ``runner`` (pyperf over the
-matrix, saving after every case).
+matrix, saving after every case); ``count`` (``run --measure
+instructions``: cases counted under valgrind), with ``count_worker``
+(inside valgrind), ``callgrind`` (the tool's command and files) and
+``intervals`` (a case's intervals to instructions per message).
 """

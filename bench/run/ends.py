@@ -31,10 +31,11 @@ sizes of both ends recorded) and TCP_NODELAY (:func:`set_nodelay`).
 N connections in N threads are N ``Ends``, opened alike, their peers one
 process (:mod:`bench.run.threads`).
 
-Made for what comes next, not doing it: a counting run under valgrind
-(issue 13) wants its peer out of valgrind, i.e. another :data:`PeerStarter`
-(fork+exec) given to :func:`open_local`; ``loops`` is whatever module
-keeps the loop contract of :mod:`fastsock._common` (issue 14).
+A counting run under valgrind (``run --measure instructions``) wants its
+peer out of valgrind: :func:`exec_peer`, the :data:`PeerStarter` that
+forks and execs (:class:`bench.run.peer.ExecPeer`).  ``loops`` is
+whatever module keeps the loop contract of :mod:`fastsock._common`
+(:mod:`bench.run.impls`).
 
 Limits: one connection per ``Ends``; the datagram ping-pong's way of ending
 its peer (an empty datagram first) is the unit's, not this module's.
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey
-from bench.run.peer import Peer, PeerError, PeerLike, choose_cpus, placement_for
+from bench.run.peer import ExecPeer, Peer, PeerError, PeerLike, choose_cpus, placement_for
 from bench.run.transports import Listener, buffer_facts, make_pair
 
 if TYPE_CHECKING:  # asyncio only where an event loop runs (bench.run.eventloop)
@@ -108,6 +109,15 @@ def fork_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey, cpu: int
     worker's turn socket)."""
     return Peer(theirs, key.scenario, key.transport in DGRAM_TRANSPORTS, key.mode, key.size,
                 cpu, measured=mine, workers_own=own)
+
+
+def exec_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey,
+              cpu: int | None) -> PeerLike:
+    """A :data:`PeerStarter` for a worker under valgrind (``run --measure
+    instructions``): :class:`bench.run.peer.ExecPeer`, a new interpreter
+    that runs natively, outside the instrumentation."""
+    return ExecPeer(theirs, key.scenario, key.transport in DGRAM_TRANSPORTS, key.mode,
+                    key.size, cpu)
 
 
 def open_local(key: CaseKey, start_peer: PeerStarter = fork_peer, placement: str = "auto"

@@ -319,6 +319,16 @@ def resolve(item: str) -> Impl:
                     "or label=pkg.module)")
 
 
+def adopt(name: str, module: str) -> Impl:
+    """In a process the run started (a counting worker): the outside impl
+    the run selected as ``name``, from ``module``, known to :func:`get`."""
+    known = _KNOWN.get(name)
+    if known is None:
+        known = _KNOWN[name] = describe(_import(module, name), name, module, "outside",
+                                        "--impl")
+    return known
+
+
 def available(uvloop: bool) -> list[str]:
     """``--impl all``: the built-ins (no uvloop pair without uvloop), then
     the entry points by name (each loaded: one that fails is an error)."""

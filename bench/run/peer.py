@@ -22,6 +22,14 @@ address agreement.  The peer:
 * takes orders over a control socket: fixed 9-byte frames ``<cQ``
   (command, argument), so a short read is always an error, never a guess.
 
+:class:`Peer` forks (the default).  :class:`ExecPeer` forks and *execs* a
+new interpreter running the same :func:`_peer_main` over the passed
+descriptors (:func:`exec_main`): a counting run's worker runs under
+valgrind, and a forked child would stay under valgrind (10x slower, counted
+apart), while an exec'd one runs natively (valgrind's default
+``--trace-children=no``).  It costs a new interpreter's start (~50 ms
+natively), outside any counted or timed region.
+
 Commands: ``R n`` receive n stream bytes then answer ``D got`` (a local
 peer first answers ``T ns``: when the last byte arrived, see
 :data:`SHARED_CLOCK`); ``G n``
@@ -390,3 +398,68 @@ class Peer:
                 break
             time.sleep(0.005)
         self.pid = -1
+
+
+def _launcher() -> str:
+    """``python -c`` code that imports this very ``bench`` (and the
+    ``fastsock`` beside it, when it is there), not whatever the current
+    directory holds, and runs :func:`exec_main`."""
+    import bench
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(bench.__file__ or "")))
+    return (f"import sys; sys.path[0] = {root!r}; "
+            "from bench.run.peer import exec_main; sys.exit(exec_main(sys.argv[1:]))")
+
+
+def exec_main(argv: list[str]) -> int:
+    """The exec'd peer (:class:`ExecPeer`): CTL_FD DATA_FD SCENARIO DGRAM
+    MODE SIZE CPU PARENT_PID (CPU -1: not placed)."""
+    try:
+        ctl_fd, data_fd = int(argv[0]), int(argv[1])
+        scenario, dgram, mode, size = argv[2], argv[3] == "1", argv[4], int(argv[5])
+        cpu, parent = int(argv[6]), int(argv[7])
+    except (IndexError, ValueError):
+        print(f"fastsock peer: bad arguments {argv!r}", file=sys.stderr)
+        return 2
+    _set_pdeathsig()
+    if os.getppid() != parent:  # the parent died before the line above
+        return 1
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpu >= 0:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
+    try:
+        with socket.socket(fileno=ctl_fd) as ctl, socket.socket(fileno=data_fd) as data:
+            _peer_main(ctl, data, scenario, dgram, mode, size, fastsock, stamp=SHARED_CLOCK)
+    except Exception as exc:
+        print(f"fastsock peer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class ExecPeer(Peer):
+    """A peer in a new interpreter (fork + exec) holding one end of a pair:
+    what :class:`Peer` does, for a parent that runs under valgrind."""
+
+    def __init__(self, data: socket.socket, scenario: str, transport_is_dgram: bool,
+                 mode: str, size: int, cpu: int | None) -> None:
+        ctl_parent, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        argv = [sys.executable, "-c", _launcher(), str(ctl_child.fileno()),
+                str(data.fileno()), scenario, "1" if transport_is_dgram else "0", mode,
+                str(size), str(-1 if cpu is None else cpu), str(os.getpid())]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # only exec here: until it, this child runs under valgrind
+            try:
+                # Every other descriptor is close-on-exec (Python's default):
+                # the measured end and the worker's own sockets stay behind.
+                os.set_inheritable(ctl_child.fileno(), True)
+                os.set_inheritable(data.fileno(), True)
+                os.execv(sys.executable, argv)
+            finally:
+                os._exit(127)
+        ctl_child.close()
+        self._attach(ctl_parent, pid, cpu, [1])  # the child imports the same fastsock

@@ -89,6 +89,7 @@ def case_metadata(key: CaseKey) -> dict[str, Any]:
         "threads": key.threads,
         "nodelay": int(key.nodelay),
         "fastsock_schema": SCHEMA_VERSION,
+        "measure": "time",  # run --measure instructions: bench.run.count
     }
 
 
