@@ -255,7 +255,7 @@ def test_json_has_the_figures_and_every_run() -> None:
     doc = json.loads(X.render_json(_result()))
     assert doc["threshold"] == 0.05 and doc["load_before"] == [0.5, 0.6, 0.7]
     row = doc["rows"][0]
-    assert row["suite_case"] == "stream/tcp4/blocking/65536/cython"
+    assert row["suite_case"] == "stream/tcp4/blocking/65536/cython/nodelay-on"
     assert row["unit"] == "MB/s" and row["tool_figure"] == 2000.0
     assert row["ratio"] == pytest.approx(1700 / 1900) and row["disagree"] is True
     assert row["verdict"] == "disagree" and len(row["paired"]) == 3
@@ -273,6 +273,9 @@ def test_commands_are_the_documented_ones() -> None:
     assert client[:2] == ["iperf3", "-c"] and "-N" in client and "-J" in client
     assert client[client.index("-l") + 1] == "65536" and client[-2:] == ["-A", "1,0"]
     assert client[client.index("-i") + 1] == "0.1"
+    # iperf3's -N is TCP_NODELAY: the suite's case sets it too (the run
+    # checks that the report's case is this one)
+    assert by["tcp-stream"].case == "stream/tcp4/blocking/65536/cython/nodelay-on"
     _, udp = XT.tool_command(by["udp-stream"], 5201, 2, (None, None))
     assert udp[udp.index("-b") + 1] == "0" and "-u" in udp and "-A" not in udp
     server, client = XT.tool_command(by["tcp-pingpong"], 11111, 1, (1, 0))

@@ -28,8 +28,11 @@ limited by a busy machine shows it in neither figure.
 
 The pairs, chosen so that the two sides do the same work:
 
-* TCP stream, 64 KiB writes: ``iperf3 -l 64K -N -A c,s`` vs
-  ``stream/tcp4/blocking/65536`` (iperf3 sends with blocking writes);
+* TCP stream, 64 KiB writes: ``iperf3 -l 64K -N`` vs
+  ``stream/tcp4/blocking/65536/cython/nodelay-on`` (iperf3 sends with
+  blocking writes; ``-N`` is TCP_NODELAY, which the suite's stream sets
+  only with ``--nodelay on``: with Nagle each 64 KiB write's tail
+  segment waits, and the suite's stream ran at 0.6x of iperf3's);
 * UDP stream, 1472 B datagrams: ``iperf3 -u -b 0 -l 1472`` vs
   ``stream/udp4/blocking/1472``, both as *delivered* rate (iperf3's
   receiver figure), with loss beside;
@@ -107,6 +110,8 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
         argv = [sys.executable, "-m", "bench", "run", "--scenario", w.scenario,
                 "--transport", w.transport, "--mode", w.mode, "--size", str(w.size),
                 "--impl", "cython", "-o", out, "--no-html", "-p", str(processes)]
+        if w.nodelay:
+            argv += ["--nodelay", "on"]
         try:
             done = subprocess.run(argv, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout)
@@ -121,6 +126,8 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
             case = load_report(out).cases[0]
         except (ReportError, IndexError) as exc:
             raise CrosscheckError(f"suite case {w.case}: {exc}") from None
+        if case.key.name != w.case:  # the run measured another case than paired
+            raise CrosscheckError(f"suite case {w.case}: the run measured {case.key.name}")
     # The tools average over their whole run (iperf3: bytes / seconds;
     # sockperf: mean RTT), so the suite's figure here is the mean over its
     # values (every value times the same number of loops: total time / total

@@ -73,10 +73,13 @@ class Workload:
     mode: str
     size: int
     epoll: bool = False  # sockperf: feed file + -F epoll + --nonblocked
+    # the suite's --nodelay on: TCP_NODELAY on the sender, as iperf3's -N
+    nodelay: bool = False
 
     @property
     def case(self) -> str:
-        return f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/cython"
+        name = f"{self.scenario}/{self.transport}/{self.mode}/{self.size}/cython"
+        return name + "/nodelay-on" if self.nodelay else name
 
     @property
     def udp(self) -> bool:
@@ -84,7 +87,7 @@ class Workload:
 
 
 WORKLOADS = (
-    Workload("tcp-stream", "iperf3", "stream", "tcp4", "blocking", 65536),
+    Workload("tcp-stream", "iperf3", "stream", "tcp4", "blocking", 65536, nodelay=True),
     Workload("udp-stream", "iperf3", "stream", "udp4", "blocking", UDP_SIZE),
     Workload("tcp-pingpong", "sockperf", "pingpong", "tcp4", "blocking", 64),
     Workload("tcp-pingpong-epoll", "sockperf", "pingpong", "tcp4", "nonblocking", 64, epoll=True),
