@@ -59,8 +59,13 @@ PEER_IDLE = 1.0
 # How long the measured side waits for the peer to exit before SIGKILL (s).
 EXIT_GRACE = 2.0
 _PR_SET_PDEATHSIG = 1
-# The peer's stream receive buffer (bytes), at least the message size.
-RECV_BUFFER = 256 * 1024
+# The peer's stream receive size (bytes), at least the message size: what
+# iperf3's server reads with -l 64K.  Not larger: over loopback TCP, 256 KiB
+# reads ran the 64 KiB stream at 0.6-0.85x of 64 KiB reads, and cost the
+# sender more CPU per byte (a longer read holds the socket and delays the
+# window updates the sender waits for); 64 KiB still takes a thousand
+# 64 B messages per call.
+RECV_BUFFER = 64 * 1024
 # Datagrams per recvmmsg of a datagram stream peer with the compiled loops:
 # more than any sender's batch in the presets, so the peer is never the
 # one that syscalls more per datagram.
