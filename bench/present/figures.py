@@ -180,6 +180,13 @@ def _by_transport(cases: Iterable[Case]) -> dict[str, list[Case]]:
     return {t: groups[t] for t in ordered(groups, TRANSPORT_ORDER)}
 
 
+def _panels(cases: list[Case]) -> tuple[dict[str, list[Case]], list[str], list[str]]:
+    """A figure's panels (the cases by transport), its modes and impls, in
+    the order every figure shows them."""
+    return (_by_transport(cases), ordered((c.key.mode for c in cases), MODE_ORDER),
+            ordered((c.key.impl for c in cases), IMPL_ORDER))
+
+
 # ---------------------------------------------------------------- layout
 
 
@@ -329,9 +336,7 @@ def throughput_figure(report: Report) -> Figure | None:
     cases = [c for c in report.cases if c.key.scenario == "stream" and default_axes(c.key)]
     if not cases:
         return None
-    groups = _by_transport(cases)
-    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
-    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    groups, modes, impls = _panels(cases)
     sizes = sorted({c.key.size for c in cases})
     fig, axes = _grid(len(groups))
     for ax, (transport, tcases) in zip(axes, groups.items()):
@@ -382,9 +387,7 @@ def rtt_figure(report: Report) -> Figure | None:
     cases = [c for c in report.cases if c.key.scenario == "pingpong" and default_axes(c.key)]
     if not cases:
         return None
-    groups = _by_transport(cases)
-    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
-    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    groups, modes, impls = _panels(cases)
     sizes = sorted({c.key.size for c in cases})
     band_note = Patch(color="0.6", alpha=0.35, label="band: p50 to p99")
     if len(sizes) == 1:
@@ -482,9 +485,7 @@ def connect_figure(report: Report) -> Figure | None:
     cases = [c for c in report.cases if c.key.scenario == "connect"]
     if not cases:
         return None
-    groups = _by_transport(cases)
-    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
-    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    groups, modes, impls = _panels(cases)
     slots = [(m, i) for m in modes for i in impls]
     width = 0.8 / len(slots)
     sp = speedups(report, "connect")
@@ -546,12 +547,10 @@ def count_figure(report: Report, scenario: str) -> Figure | None:
     lines vs message size, or points per mode where one size was counted."""
     if report.measure != INSTRUCTIONS:
         return None
-    cases = [c for c in report.cases if c.key.scenario == scenario]
+    cases = [c for c in report.cases if c.key.scenario == scenario and default_axes(c.key)]
     if not cases:
         return None
-    groups = _by_transport(cases)
-    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
-    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    groups, modes, impls = _panels(cases)
     sizes = sorted({c.key.size for c in cases})
     what = COUNT_WHAT.get(scenario, "operation")
     fig, axes = _grid(len(groups))
@@ -710,9 +709,7 @@ def sockbuf_figure(report: Report) -> Figure | None:
     if not series:
         return None
     cases = [c for cs in series.values() for c in cs]
-    groups = _by_transport(cases)
-    modes = ordered((c.key.mode for c in cases), MODE_ORDER)
-    impls = ordered((c.key.impl for c in cases), IMPL_ORDER)
+    groups, modes, impls = _panels(cases)
     fig, axes = _grid(len(groups))
     for ax, (transport, tcases) in zip(axes, groups.items()):
         asked = sorted({c.key.sockbuf for c in tcases}, key=lambda b: math.inf if b == 0 else b)
