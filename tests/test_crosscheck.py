@@ -353,7 +353,7 @@ def test_only_missing_tools_selected_is_exit_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--workload", "tcp-nope"], ["-t", "0"], ["-r", "x"],
-                                  ["--format", "html"]])
+                                  ["--format", "html"], ["--placement", "nope"]])
 def test_bad_arguments_exit_2(args: list[str]) -> None:
     res = _run(args)
     assert res.returncode == 2 and "error" in res.stderr and "Traceback" not in res.stderr
@@ -379,3 +379,23 @@ def test_end_to_end_with_the_real_tools() -> None:
     assert 0 <= doc["rows"][1]["tool_loss"] < 1
     assert doc["rows"][0]["tool_window_q"] > 0 and doc["rows"][0]["suite_window_q"] > 0
     assert doc["rows"][2]["unit"] == "seconds" and doc["rows"][2]["tool_figure"] < 0.1
+
+
+def test_placement_apart_pins_tool_and_suite_alike() -> None:
+    """--placement apart: the tool gets two CPUs (iperf3 -A, sockperf's
+    affinity) and the suite's run is asked the same placement, which its
+    report then records; auto leaves a stream to the kernel."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: nothing to place apart")
+    import fastsock
+
+    if fastsock.IMPLEMENTATION != "cython":
+        pytest.skip("the compiled extension is not loaded: crosscheck runs compiled cases")
+    by = {w.name: w for w in XT.WORKLOADS}
+    client, server = X.tool_cpus(by["tcp-stream"], "apart")
+    assert client is not None and server is not None and client != server
+    assert X.tool_cpus(by["tcp-stream"], "auto") == (None, None)
+    fig = X.run_suite(by["tcp-stream"], 1, 120.0, "apart")
+    assert fig.value > 0
+    assert fig.extra["placement"] == "apart" and fig.extra["peer_cpu"] == str(server)
+    assert X.run_suite(by["tcp-stream"], 1, 120.0).extra["placement"] == "os"

@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.cli.common import EXIT_FAILED, EXIT_OK, error
 from bench.crosscheck import tools
+from bench.run.peer import PLACEMENTS
 
 
 def _error(message: str) -> int:
@@ -58,6 +59,10 @@ def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
                    f" ratios is shown with its 95%% interval (default {tools.REPEAT})")
     p.add_argument("-p", "--processes", type=_positive(int), default=4, metavar="N",
                    help="suite worker processes per run (default 4)")
+    p.add_argument("--placement", choices=PLACEMENTS, default="auto",
+                   help="where both sides run, tool and suite alike (as run --placement): "
+                   "auto (default: the kernel's choice, pinned apart for spin), apart (the "
+                   "two ends pinned to two CPUs: iperf3 -A, sockperf's affinity), os")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (default) or json")
     p.set_defaults(func=cmd_crosscheck)
@@ -97,7 +102,8 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
     from bench.crosscheck import check as X  # numpy: only when it runs
 
     result = X.crosscheck(workloads, seconds=args.time, repeat=args.repeat,
-                          processes=args.processes, progress=progress)
+                          processes=args.processes, progress=progress,
+                          placement=args.placement)
     print(X.render_json(result) if args.format == "json" else X.render_table(result))
     failed = [r for r in result.rows if r.error]
     for row in failed:

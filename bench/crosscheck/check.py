@@ -44,7 +44,8 @@ The pairs, chosen so that the two sides do the same work:
   (``-f``), so the epoll rows give it one, plus ``--nonblocked``.
 
 Fairness: both tools get the placement the suite gives its two sides
-(:func:`tool_cpus`; ``run --placement auto``): for these workloads (none
+(:func:`tool_cpus`; ``crosscheck --placement``, passed to ``run
+--placement``; by default ``auto``): for these workloads (none
 spins) the kernel's, no pinning, as a user runs the tools; pinned CPUs, when
 a placement has them, go to iperf3 through ``-A`` and to sockperf through
 the affinity of its processes.  Placement is the largest single factor on a
@@ -97,7 +98,7 @@ from bench.crosscheck.tools import (
 AGREE = 0.05
 
 
-def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
+def run_suite(w: Workload, processes: int, timeout: float, placement: str = "auto") -> Figure:
     """The suite's compiled case as a subprocess (``python -m bench run``)."""
     import bench
     from bench.analysis.report import ReportError, load_report
@@ -109,7 +110,8 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
         out = os.path.join(tmp, "suite.json")
         argv = [sys.executable, "-m", "bench", "run", "--scenario", w.scenario,
                 "--transport", w.transport, "--mode", w.mode, "--size", str(w.size),
-                "--impl", "cython", "-o", out, "--no-html", "-p", str(processes)]
+                "--impl", "cython", "-o", out, "--no-html", "-p", str(processes),
+                "--placement", placement]
         if w.nodelay:
             argv += ["--nodelay", "on"]
         try:
@@ -141,21 +143,24 @@ def run_suite(w: Workload, processes: int, timeout: float) -> Figure:
         value = case.run_mean(key)
         if value is not None:
             cpu[f"cpu_{side}_per_unit"] = value / per
+    # where its two ends ran (the run's placement facts), for the record
+    where = {k: str(case.metadata.get(k, "?")) for k in ("placement", "peer_cpu")}
     if w.scenario == "pingpong":
         return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
-                      loss=loss, extra={"median": median, **cpu})
+                      loss=loss, extra={"median": median, **cpu, **where})
     return Figure(w.size / seconds / MB, loss=loss, extra={
         "median": w.size / median / MB, "windows": [w.size / v / MB for v in case.values],
-        **cpu})
+        **cpu, **where})
 
 
-def tool_cpus(w: Workload) -> tuple[int | None, int | None]:
+def tool_cpus(w: Workload, placement: str = "auto") -> tuple[int | None, int | None]:
     """(client CPU, server CPU) for a workload's tool: where the suite's
-    run puts its measured side and its peer (``run --placement auto``:
-    the kernel's choice, no pinning, but for spin), so both run alike."""
+    run puts its measured side and its peer under ``placement`` (``run
+    --placement``; auto: the kernel's choice, no pinning, but for spin), so
+    both run alike."""
     from bench.run.peer import choose_cpus, placement_for
 
-    worker, peer = choose_cpus(placement_for("auto", w.mode))
+    worker, peer = choose_cpus(placement_for(placement, w.mode))
     return (min(worker) if worker else None, peer)
 
 
@@ -277,15 +282,16 @@ class Result:
 
 def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, processes: int,
                progress: Callable[[str], None] = lambda s: None,
-               path: str | None = None) -> Result:
-    """Run each workload's tool and suite case alternately, ``repeat`` times."""
+               path: str | None = None, placement: str = "auto") -> Result:
+    """Run each workload's tool and suite case alternately, ``repeat`` times,
+    both where ``placement`` (``run --placement``) puts the suite's ends."""
     missing = set(missing_tools(path))
     result = Result([], [], seconds, repeat, processes, (None, None), os.getloadavg())
     for w in workloads:
         if w.tool in missing:
             result.skipped.append(f"{w.name}: {w.tool} is not installed")
             continue
-        cpus = tool_cpus(w)
+        cpus = tool_cpus(w, placement)
         result.cpus = cpus
         row = Row(w, command=" ".join(tool_command(w, 0, seconds, cpus, "FEED")[1])
                   .replace("-p 0", "-p PORT"))
@@ -300,7 +306,7 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
                         tool_run = run_tool(w, seconds, cpus)
                     else:
                         progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
-                        suite_run = run_suite(w, processes, suite_timeout)
+                        suite_run = run_suite(w, processes, suite_timeout, placement)
                 # appended together: the two lists stay aligned pair by pair
                 row.tool_runs.append(tool_run)
                 row.suite_runs.append(suite_run)
