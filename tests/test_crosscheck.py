@@ -395,7 +395,15 @@ def test_placement_apart_pins_tool_and_suite_alike() -> None:
     client, server = X.tool_cpus(by["tcp-stream"], "apart")
     assert client is not None and server is not None and client != server
     assert X.tool_cpus(by["tcp-stream"], "auto") == (None, None)
-    fig = X.run_suite(by["tcp-stream"], 1, 120.0, "apart")
+    fig = X.run_suite(by["tcp-stream"], 1, 120.0, "apart", seconds=0.5)
     assert fig.value > 0
     assert fig.extra["placement"] == "apart" and fig.extra["peer_cpu"] == str(server)
-    assert X.run_suite(by["tcp-stream"], 1, 120.0).extra["placement"] == "os"
+    # as long as the tool runs, in 0.1 s values: 5 of them for 0.5 s
+    assert len(fig.extra["windows"]) == X.suite_values(0.5, 1) == 5
+    assert X.run_suite(by["tcp-stream"], 1, 120.0, seconds=0.3).extra["placement"] == "os"
+
+
+def test_the_suite_runs_as_long_as_the_tool() -> None:
+    assert X.suite_values(2.0, 1) == 20  # iperf3 -t 2 -i 0.1: 20 windows
+    assert X.suite_values(2.0, 4) == 5
+    assert X.suite_values(0.1, 1) == 3  # never fewer than 3 values

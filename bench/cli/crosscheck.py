@@ -57,8 +57,9 @@ def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("-r", "--repeat", type=_positive(int), default=tools.REPEAT, metavar="N",
                    help="alternating tool/suite pairs per workload; the median of the pairs'"
                    f" ratios is shown with its 95%% interval (default {tools.REPEAT})")
-    p.add_argument("-p", "--processes", type=_positive(int), default=4, metavar="N",
-                   help="suite worker processes per run (default 4)")
+    p.add_argument("-p", "--processes", type=_positive(int), default=1, metavar="N",
+                   help="suite worker processes per run (default 1: one connection, measured "
+                   "as long as the tool runs, in 0.1 s values as iperf3's -i 0.1)")
     p.add_argument("--placement", choices=PLACEMENTS, default="auto",
                    help="where both sides run, tool and suite alike (as run --placement): "
                    "auto (default: the kernel's choice, pinned apart for spin), apart (the "

@@ -54,6 +54,14 @@ same ends placed by the kernel, iperf3 and the suite alike.  Figures: MB/s with 
 (iperf3's own ``-f M`` would be 2**20), RTT in µs (sockperf without
 ``--full-rtt`` prints half an RTT; the parser doubles an ``avg-latency``).
 
+Duration: the suite's run lasts as long as the tool's (``-t``): by
+default one worker process, one connection, ``-t`` seconds in values of
+:data:`WINDOW` (iperf3's ``-i 0.1`` intervals), not pyperf's default of
+many short processes, each of which starts a new pair that the kernel
+places again (with ``-p 4`` and 10 ms values the TCP stream measured
+1,435-1,823 MB/s beside 1,840-2,212 MB/s as one 2 s process, three rounds
+of three).
+
 Load: on a shared machine runs of one tool differ by 2x, so besides the
 medians the table compares what each side reaches when left alone: the
 upper quantile (:data:`WINDOW_Q`) of short windows for the TCP stream
@@ -98,8 +106,17 @@ from bench.crosscheck.tools import (
 AGREE = 0.05
 
 
-def run_suite(w: Workload, processes: int, timeout: float, placement: str = "auto") -> Figure:
-    """The suite's compiled case as a subprocess (``python -m bench run``)."""
+def suite_values(seconds: float, processes: int) -> int:
+    """Values per suite process so that its measured time is the tool's run
+    (``-t``) in :data:`WINDOW`-long values, iperf3's ``-i`` intervals: one
+    connection for as long as the tool's, not many short ones."""
+    return max(3, round(seconds / (processes * WINDOW)))
+
+
+def run_suite(w: Workload, processes: int, timeout: float, placement: str = "auto",
+              seconds: float = 2.0) -> Figure:
+    """The suite's compiled case as a subprocess (``python -m bench run``),
+    measured for about ``seconds`` in all, as the tool runs."""
     import bench
     from bench.analysis.report import ReportError, load_report
 
@@ -111,6 +128,7 @@ def run_suite(w: Workload, processes: int, timeout: float, placement: str = "aut
         argv = [sys.executable, "-m", "bench", "run", "--scenario", w.scenario,
                 "--transport", w.transport, "--mode", w.mode, "--size", str(w.size),
                 "--impl", "cython", "-o", out, "--no-html", "-p", str(processes),
+                "-n", str(suite_values(seconds, processes)), "--min-time", f"{WINDOW:g}",
                 "--placement", placement]
         if w.nodelay:
             argv += ["--nodelay", "on"]
@@ -296,7 +314,7 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
         row = Row(w, command=" ".join(tool_command(w, 0, seconds, cpus, "FEED")[1])
                   .replace("-p 0", "-p PORT"))
         result.rows.append(row)
-        suite_timeout = 60.0 + 15.0 * processes
+        suite_timeout = 60.0 + 15.0 * processes + 3.0 * seconds
         try:
             for k in range(1, repeat + 1):
                 # the order alternates: neither side always runs second
@@ -306,7 +324,8 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
                         tool_run = run_tool(w, seconds, cpus)
                     else:
                         progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
-                        suite_run = run_suite(w, processes, suite_timeout, placement)
+                        suite_run = run_suite(w, processes, suite_timeout, placement,
+                                              seconds)
                 # appended together: the two lists stay aligned pair by pair
                 row.tool_runs.append(tool_run)
                 row.suite_runs.append(suite_run)
