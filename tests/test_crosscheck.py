@@ -143,6 +143,14 @@ def test_iperf3_udp_without_sum_received_derives_delivery() -> None:
     assert fig.value == pytest.approx(455319040 * (1 - 219112 / 309320) / 2.000115 / 1e6)
 
 
+def test_iperf3_udp_cpu_is_per_delivered_byte() -> None:
+    """The CPU columns divide by what was delivered, for UDP as for TCP."""
+    fig = XT.parse_iperf3(IPERF3_UDP, udp=True)
+    assert fig.extra["work"] == pytest.approx(132786176)
+    fig.extra.update(cpu_client=2.0, cpu_server=1.0)
+    assert X.cpu_per_unit(fig, "client") == pytest.approx(2.0 / 132786176)
+
+
 @pytest.mark.parametrize("text, message", [
     (IPERF3_ERROR, "iperf3: unable to connect to server: Connection refused"),
     ("iperf3: error - unable to connect", "no JSON"),

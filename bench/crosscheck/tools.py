@@ -155,11 +155,15 @@ def parse_iperf3(text: str, udp: bool) -> Figure:
         loss = lost / packets if packets else 0.0
         if "sum_received" in end:
             rcv = end["sum_received"]
-            mbps = rcv["bytes"] / rcv["seconds"] / MB
+            delivered = float(rcv["bytes"])
+            mbps = delivered / rcv["seconds"] / MB
         else:
-            mbps = total["bytes"] * (1 - loss) / total["seconds"] / MB
+            delivered = total["bytes"] * (1 - loss)
+            mbps = delivered / total["seconds"] / MB
         sent = end.get("sum_sent", total)
-        extra = {"sent_mbps": sent["bytes"] / sent["seconds"] / MB, "packets": packets}
+        # work: bytes delivered, what the CPU per MB is of (as for TCP)
+        extra = {"sent_mbps": sent["bytes"] / sent["seconds"] / MB, "packets": packets,
+                 "work": delivered}
         return Figure(mbps, loss=loss, extra=extra)
     except (KeyError, TypeError, ZeroDivisionError, ValueError):
         raise CrosscheckError("iperf3 JSON lacks the end-of-test sums") from None
