@@ -545,3 +545,15 @@ def test_run_remote_against_a_one_client_server(tmp_path: Path) -> None:
         assert "busy" not in srv.stderr()
     finally:
         assert srv.stop() == 0
+
+
+def test_a_remote_stream_with_nodelay_sets_it_on_the_sender(server: ServerProcess) -> None:
+    """--nodelay on over --remote: the measured end has TCP_NODELAY, as a
+    local pair's sender does (bench.run.ends.set_nodelay); off: Nagle."""
+    for nodelay in (True, False):
+        key = CaseKey("stream", "tcp4", "blocking", 4096, IMPL, nodelay=nodelay)
+        sock, peer = _remote.open_case(f"127.0.0.1:{server.port}", key, token=TOKEN)
+        with sock:
+            assert bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)) is nodelay
+        peer.close()
+    serves_a_good_client(server)

@@ -321,7 +321,9 @@ def open_case(remote: str, key: CaseKey, token: str | None = None, watch: bool =
         port = answer.get("port")
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
             raise RemoteError(f"fastsock server at {where} answered no valid data port")
-        if key.scenario == "pingpong" and not dgram:
+        if not dgram and (key.scenario == "pingpong" or key.nodelay):
+            # as bench.run.ends.set_nodelay: a TCP ping-pong's ends; the
+            # sender of a stream with --nodelay on
             data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         data.settimeout(SETUP_TIMEOUT)
         try:
