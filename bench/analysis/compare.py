@@ -296,12 +296,15 @@ def _notes(pairs: list[tuple[Case, Case]], metrics: list[Metric], settings: Sett
     return notes
 
 
-def compare_reports(base: Report, new: Report, settings: Settings = Settings()) -> Comparison:
+def compare_reports(base: Report, new: Report, settings: Settings | None = None) -> Comparison:
     """Compare two loaded reports; raises ValueError if no case is in both or
-    they hold different measures (counts: bench.analysis.counts)."""
+    they hold different measures (counts: bench.analysis.counts).  Without
+    ``settings``, the defaults, the threshold the measure's (1% for counts)."""
     from bench.analysis import counts as _counts
 
     _counts.check_same_measure(base, new)
+    if settings is None:
+        settings = Settings(threshold=_counts.default_threshold(base.measure))
     if base.measure == INSTRUCTIONS:
         return _counts.compare_counts(base, new, settings)
     base_cases, new_cases = base.by_key(), new.by_key()

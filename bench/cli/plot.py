@@ -62,11 +62,9 @@ def load_pair(path: str, base_path: str | None
     if not base_path:
         return report, None, None
     base = load_report(base_path)
-    from bench.analysis.compare import Settings, compare_reports
-    from bench.analysis.counts import default_threshold
+    from bench.analysis.compare import compare_reports
 
-    settings = Settings(threshold=default_threshold(report.measure))
-    return report, base, compare_reports(base, report, settings)
+    return report, base, compare_reports(base, report)
 
 
 def load_counts(report: Report, path: str | None) -> Report | None:
