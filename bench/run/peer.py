@@ -374,7 +374,8 @@ class Peer:
     def close(self) -> None:
         """Ask the peer to quit; SIGKILL it (by pid) if it does not.  A
         group's connections each ask theirs to quit; the last one waits."""
-        if self.pid <= 0:
+        if self.pid <= 0:  # closed, or reaped already (its control socket still ours)
+            self.ctl.close()
             return
         try:
             self.ctl.setblocking(False)
