@@ -151,18 +151,24 @@ class Stream(Unit):
         assert self.ends.peer is not None
         self.ends.peer.order(b"R", loops * self.key.size)
 
-    def delivered(self, loops: int, t0: float) -> tuple[float, float]:
-        """After the send (timed): wait for the peer's delivery; (when the
-        last byte arrived, now)."""
+    def push(self) -> None:
+        """After the send: push out a tail that Nagle holds until the peer's
+        (delayed, up to 40 ms) ACK: the loop is done, the stall is not its
+        cost."""
+        if self._nagle:
+            assert self.ends.sock is not None
+            self.ends.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def delivered(self, loops: int, t0: float, pushed: bool = False) -> tuple[float, float]:
+        """After the send (timed): push the tail (unless ``pushed``), wait
+        for the peer's delivery; (when the last byte arrived, now)."""
         ends = self.ends
         sock, peer = ends.sock, ends.peer
         assert sock is not None and peer is not None
         if ends.peer_error is not None:  # seen while an event loop ran the send
             raise ends.peer_error
-        if self._nagle:
-            # Push out a tail that Nagle holds until the peer's (delayed,
-            # up to 40 ms) ACK: the loop is done, the stall is not its cost.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not pushed:
+            self.push()
         # A local peer stamps its last byte's arrival (bench.run.peer.SHARED_CLOCK):
         # delivery ends there, not when its answer wakes this process up.
         t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(
