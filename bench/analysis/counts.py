@@ -147,9 +147,7 @@ def compare_counts(base: Report, new: Report,
     if fitted:
         notes.append(f"{fitted} of {len(pairs)} cases are fitted (nonblocking: retry-free "
                      "count, interval from the fit's standard error); the others are exact")
-    vb, vn = base.fingerprint.get("valgrind_version"), new.fingerprint.get("valgrind_version")
-    if vb != vn:
-        notes.append("the reports were counted with different valgrind versions")
+    # a different valgrind is in `differs` (valgrind_version is a fingerprint key)
     return _compare.Comparison(
         base_path=base.path, new_path=new.path, settings=settings, cases=results,
         only_base=[c.key for c in base.cases if c.key not in new_cases],

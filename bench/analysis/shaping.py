@@ -120,6 +120,18 @@ def where(fp: dict[str, Any]) -> str:
 # ------------------------------------------------ the tuning axes (schema 2)
 
 
+def table_rows(cases: Iterable[Case]) -> list[CaseKey]:
+    """A table's rows when its impls sit side by side: each case key
+    without its impl (``impl`` ''), in the order tables show them
+    (transport, mode, size, batch, then the tuning axes)."""
+    def rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+        return (order.index(value), "") if value in order else (len(order), value)
+
+    return sorted({c.key.other_impl("") for c in cases},
+                  key=lambda k: (rank(k.transport, TRANSPORT_ORDER), rank(k.mode, MODE_ORDER),
+                                 k.size, k.batch, k.sockbuf, k.threads, k.nodelay))
+
+
 def default_axes(key: CaseKey) -> bool:
     """The case runs at the kernel's buffers, one connection, Nagle as the
     scenario has it: what every figure by message size shows (the axes

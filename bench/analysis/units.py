@@ -106,6 +106,15 @@ def fmt_change(scenario: str, time_ratio: float) -> str:
 COUNT_UNITS = {"stream": "instr/msg", "pingpong": "instr/rt", "connect": "instr/conn"}
 
 
+# What one count is per, in words: "instructions per message".
+COUNT_WHAT = {"stream": "message", "pingpong": "round trip", "connect": "connection"}
+
+
+def count_what(scenario: str) -> str:
+    """What a count of ``scenario`` is per: 'message', 'round trip', 'connection'."""
+    return COUNT_WHAT.get(scenario, "operation")
+
+
 def count_unit(scenario: str) -> str:
     """The short unit of a count: 'instr/msg', 'instr/rt', 'instr/conn'."""
     return COUNT_UNITS.get(scenario, "instr/msg")

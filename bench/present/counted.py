@@ -19,18 +19,16 @@ retry-free count with retries per message), the twins' instruction ratio
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 
 from bench.analysis import shaping as _shaping
 from bench.analysis import units as _units
 from bench.analysis.counts import count, count_se, instr_ratios
-from bench.analysis.report import COMPILED, Case, Report
+from bench.analysis.report import COMPILED, Case, CaseKey, Report
 
 CAPTION = ("User-space instructions per {what} of the measured side, counted under "
            "valgrind (callgrind): the interpreter, the extension and libc, not the kernel's "
            "work. The same on any machine, so two separate runs compare directly; shown "
            "beside the timing figures, never in their place.")
-WHAT = {"stream": "message", "pingpong": "round trip", "connect": "connection"}
 TITLES = {"stream": "stream", "pingpong": "ping-pong", "connect": "connect"}
 
 
@@ -44,11 +42,26 @@ def sections(counts: Report) -> list[tuple[str, str, str]]:
     out = []
     scenarios = _shaping.ordered((c.key.scenario for c in counts.cases),
                                  ("stream", "pingpong", "connect"))
+    by_key, ratios = counts.by_key(), instr_ratios(counts)
     for scenario in scenarios:
         out.append((f"counts-{scenario}",
                     f"Instruction counts: {TITLES.get(scenario, scenario)}",
-                    table(counts, scenario)))
+                    table(counts, scenario, by_key, ratios)))
+    if out:  # the report's notes once, under its last table
+        anchor, title, body = out[-1]
+        out[-1] = (anchor, title, body + _notes(counts))
     return out
+
+
+def _notes(counts: Report) -> str:
+    left = sorted({str(c.metadata["count_left_out"]) for c in counts.cases
+                   if "count_left_out" in c.metadata})
+    notes = ["Method: difference = (count of 2N messages − count of N) / N, exact; fit = "
+             "least squares over six intervals (nonblocking), the retries after EAGAIN "
+             "separated, ± its standard error. Instr ratio py/cy: Python's count / the "
+             "compiled loop's (not a speedup: a speedup is time)."]
+    notes += [f"Left out: {text}." for text in left]
+    return "".join(f"<p class=\"note\">{e(n)}</p>\n" for n in notes)
 
 
 def _method(case: Case) -> str:
@@ -62,11 +75,10 @@ def _method(case: Case) -> str:
     return how
 
 
-def table(counts: Report, scenario: str) -> str:
+def table(counts: Report, scenario: str, by_key: dict[CaseKey, Case],
+          ratios: dict[CaseKey, float]) -> str:
     cases = [c for c in counts.cases if c.key.scenario == scenario]
     impls = _shaping.ordered((c.key.impl for c in cases), _shaping.IMPL_ORDER)
-    by_key = counts.by_key()
-    ratios = instr_ratios(counts)
     unit = _units.count_unit(scenario)
     head1 = "<tr><th rowspan=\"2\">mode</th><th rowspan=\"2\">size</th>" + "".join(
         f"<th colspan=\"2\">{e(impl)}</th>" for impl in impls)
@@ -76,10 +88,7 @@ def table(counts: Report, scenario: str) -> str:
     head2 = "<tr>" + "".join(f"<th>{e(unit)}</th><th>method</th>" for _ in impls) + "</tr>"
     rows: dict[str, list[str]] = {}
     # one row per case but its impl (the axes off their defaults said by the size)
-    seen = sorted({c.key.other_impl(COMPILED) for c in cases},
-                  key=lambda k: (_rank(k.transport, _shaping.TRANSPORT_ORDER),
-                                 _rank(k.mode, _shaping.MODE_ORDER), k.size, k.batch,
-                                 k.sockbuf, k.threads, k.nodelay))
+    seen = _shaping.table_rows(cases)
     for row_key in seen:
         transport, mode, size, batch = (row_key.transport, row_key.mode, row_key.size,
                                         row_key.batch)
@@ -96,24 +105,13 @@ def table(counts: Report, scenario: str) -> str:
             cells += [f"<td class=\"num\">{e(f'{count(case):,.1f}')}</td>",
                       f"<td>{e(_method(case))}</td>"]
         if ratios:
-            r = ratios.get(row_key)
+            r = ratios.get(row_key.other_impl(COMPILED))
             cells.append(f"<td class=\"num\">{e(f'{r:.2f}') if r else '—'}</td>")
         rows.setdefault(transport, []).append("<tr>" + "".join(cells) + "</tr>")
     ncols = 2 + 2 * len(impls) + (1 if ratios else 0)
     body = "".join(
         f"<tbody><tr class=\"group\"><th colspan=\"{ncols}\">{e(t)}</th></tr>"
         f"{''.join(r)}</tbody>" for t, r in rows.items())
-    left = sorted({str(c.metadata["count_left_out"]) for c in counts.cases
-                   if "count_left_out" in c.metadata})
-    notes = [CAPTION.format(what=WHAT.get(scenario, "operation")),
-             "Method: difference = (count of 2N messages − count of N) / N, exact; fit = "
-             "least squares over six intervals (nonblocking), the retries after EAGAIN "
-             "separated, ± its standard error. Instr ratio py/cy: Python's count / the "
-             "compiled loop's (not a speedup: a speedup is time)."]
-    notes += [f"Left out: {text}." for text in left]
+    caption = CAPTION.format(what=_units.count_what(scenario))
     return (f"<div class=\"wide\"><table><thead>{head1}{head2}</thead>{body}</table></div>\n"
-            + "".join(f"<p class=\"note\">{e(n)}</p>\n" for n in notes))
-
-
-def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
-    return (order.index(value), "") if value in order else (len(order), value)
+            f"<p class=\"note\">{e(caption)}</p>\n")

@@ -58,6 +58,7 @@ from matplotlib.patches import Patch
 from bench.analysis import compare as _compare
 from bench.analysis import units as _units
 from bench.analysis.compare import Comparison
+from bench.analysis.counts import count
 from bench.analysis.report import (
     COMPILED,
     INSTRUCTIONS,
@@ -538,9 +539,6 @@ def connect_figure(report: Report) -> Figure | None:
     return fig
 
 
-COUNT_WHAT = {"stream": "message", "pingpong": "round trip", "connect": "connection"}
-
-
 def count_figure(report: Report, scenario: str) -> Figure | None:
     """(f) A count report's instructions per message (round trip,
     connection) of the measured side's user space, a panel per transport:
@@ -552,15 +550,15 @@ def count_figure(report: Report, scenario: str) -> Figure | None:
         return None
     groups, modes, impls = _panels(cases)
     sizes = sorted({c.key.size for c in cases})
-    what = COUNT_WHAT.get(scenario, "operation")
+    what = _units.count_what(scenario)
     fig, axes = _grid(len(groups))
     for ax, (transport, tcases) in zip(axes, groups.items()):
         if len(sizes) == 1:
-            _points(ax, tcases, modes, impls, lambda c: (case_seconds(c), None))
+            _points(ax, tcases, modes, impls, lambda c: (count(c), None))
         else:
             for s in _series(tcases):
                 ls, marker = impl_style(s.impl)
-                ax.plot(s.sizes, [case_seconds(c) for c in s.cases], ls=ls, marker=marker,
+                ax.plot(s.sizes, [count(c) for c in s.cases], ls=ls, marker=marker,
                         ms=4, lw=1.5, color=mode_colour(s.mode),
                         label=_series_label(s.mode, s.impl, s.batch))
             _size_axis(ax, (c.key.size for c in tcases))
@@ -569,7 +567,7 @@ def count_figure(report: Report, scenario: str) -> Figure | None:
         ax.set_title(transport, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     if len(sizes) == 1:
-        _points_y(axes, [case_seconds(c) for c in cases])
+        _points_y(axes, [count(c) for c in cases])
         at = "" if scenario == "connect" else f", {_units.fmt_size(sizes[0])} messages"
     else:
         _share_limits(axes)

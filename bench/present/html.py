@@ -30,7 +30,6 @@ import base64
 import html
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -356,10 +355,7 @@ def _summary_table(report: Report, scenario: str, pair: tuple[str, str]) -> str:
     ncols = 2 + len(impls) * len(per_impl) + (1 if show_speedup else 0)
     rows_by_transport: dict[str, list[str]] = {}
     # a row per case key without its impl (the impls side by side)
-    seen = sorted({replace(c.key, impl="") for c in cases},
-                  key=lambda k: (_rank(k.transport, _shaping.TRANSPORT_ORDER),
-                                 _rank(k.mode, _shaping.MODE_ORDER), k.size, k.batch,
-                                 k.sockbuf, k.threads, k.nodelay))
+    seen = _shaping.table_rows(cases)
     for row in seen:
         transport, mode, size, batch = row.transport, row.mode, row.size, row.batch
         axes = _shaping.axes_label(row)
@@ -370,9 +366,9 @@ def _summary_table(report: Report, scenario: str, pair: tuple[str, str]) -> str:
                  f"{axes_note}</td>"]
         compiled_key = None
         for impl in impls:
-            case = by_key.get(replace(row, impl=impl))
+            case = by_key.get(row.other_impl(impl))
             if impl == pair[1]:
-                compiled_key = replace(row, impl=impl)
+                compiled_key = row.other_impl(impl)
             if case is None:
                 cells += ["<td class=\"num\">—</td>"] * len(per_impl)
                 continue
@@ -422,10 +418,6 @@ def _case_cells(case: Case, scenario: str, has_loss: bool) -> list[str]:
         loss = case.run_mean("loss")
         cells.append(_units.fmt_loss(loss) if loss is not None else "—")
     return cells
-
-
-def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
-    return (order.index(value), "") if value in order else (len(order), value)
 
 
 def _figure(name: str, fig: Any, pair: tuple[str, str] = _shaping.DEFAULT_PAIR) -> str:

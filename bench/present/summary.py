@@ -24,11 +24,10 @@ from bench.analysis.shaping import (
     granted_buffers,
     speedups_over,
 )
-from bench.analysis.units import count_unit, fmt_size, msg_rate, throughput_mbps
+from bench.analysis.units import count_unit, count_what, fmt_size, msg_rate, throughput_mbps
 
 COUNT_TITLE = ("user-space instructions per {what} (valgrind callgrind: the measured "
                "process's interpreter, extension and libc; not the kernel's work)")
-COUNT_WHAT = {"stream": "message", "pingpong": "round trip", "connect": "connection"}
 
 
 def _table(headers: list[str], rows: list[list[str]], left: int = 4) -> str:
@@ -77,13 +76,7 @@ def render_report(report: Report) -> str:
             headers = ["transport", "mode", "size", "impl", "RTT µs", "p99 µs",
                        "CPU µs/rt", "loss", "speedup"]
             title = "pingpong round-trip time (mean; p99 over round trips)"
-        left = 4
-        if any(c.key.batch != 1 for c in cases):  # datagrams per syscall
-            headers.insert(4, "batch")
-            for row, c in zip(rows, cases):
-                row.insert(4, str(c.key.batch))
-            left += 1
-        left += _axis_columns(headers, rows, cases, left)
+        left = _name_columns(headers, rows, cases)
         parts.append(f"{title}\n{_table(headers, rows, left)}")
     connect = _connect_table(report, sp)
     if connect:
@@ -95,6 +88,19 @@ def render_report(report: Report) -> str:
         parts.insert(0, "speedup: the Python loop's time / this row's for the same case "
                      "(above 1: faster than python; below 1: what that impl costs over it)")
     return "\n\n".join(parts)
+
+
+def _name_columns(headers: list[str], rows: list[list[str]], cases: list[Case]) -> int:
+    """After the four name columns (transport, mode, size, impl): batch
+    where a case batches (datagrams per syscall), then the tuning axes off
+    their defaults.  Returns how many name columns the table has."""
+    left = 4
+    if any(c.key.batch != 1 for c in cases):
+        headers.insert(left, "batch")
+        for row, c in zip(rows, cases):
+            row.insert(left, str(c.key.batch))
+        left += 1
+    return left + _axis_columns(headers, rows, cases, left)
 
 
 def _axis_columns(headers: list[str], rows: list[list[str]], cases: list[Case],
@@ -178,19 +184,15 @@ def render_counts(report: Report) -> str:
             rows.append(row)
         headers = ["transport", "mode", "size", "impl", count_unit(scenario), "method",
                    "retries/msg"] + (["loss"] if dgram else []) + ["instr ratio py/cy"]
-        if any(c.key.batch != 1 for c in cases):
-            headers.insert(4, "batch")
-            for row, c in zip(rows, cases):
-                row.insert(4, str(c.key.batch))
-        _axis_columns(headers, rows, cases, 4)
-        title = COUNT_TITLE.format(what=COUNT_WHAT[scenario])
-        parts.append(f"{title}\n{_table(headers, rows)}")
-    left = {str(c.metadata["count_left_out"]) for c in report.cases
-            if "count_left_out" in c.metadata}
+        left = _name_columns(headers, rows, cases)
+        title = COUNT_TITLE.format(what=count_what(scenario))
+        parts.append(f"{title}\n{_table(headers, rows, left)}")
+    left_out = {str(c.metadata["count_left_out"]) for c in report.cases
+                if "count_left_out" in c.metadata}
     notes = ["method: difference = (count of 2N - count of N) / N, exact; fit = least "
              "squares over six intervals, retries after EAGAIN separated (± its standard "
              "error); instr ratio py/cy = Python's count / the compiled one's, not a speedup"]
-    notes += [f"left out: {text}" for text in sorted(left)]
+    notes += [f"left out: {text}" for text in sorted(left_out)]
     return "\n\n".join(parts) + "\n\n" + "\n".join(notes)
 
 

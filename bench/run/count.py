@@ -61,7 +61,7 @@ from typing import IO, Any
 import pyperf
 
 from bench.analysis.report import DGRAM_TRANSPORTS, CaseKey, dump_suite
-from bench.analysis.units import fmt_count
+from bench.analysis.units import count_what, fmt_count
 from bench.run import callgrind as _cg
 from bench.run.axes import parse_threads
 from bench.run.count_worker import Task
@@ -120,8 +120,6 @@ JOBS = 2
 CASE_STALL = 600.0
 # Bound on a valgrind process's exit after its last case (seconds).
 EXIT_WAIT = 30.0
-COUNT_UNITS = {"stream": "instructions per message", "pingpong": "instructions per round trip",
-               "connect": "instructions per connection"}
 
 
 class CountError(RuntimeError):
@@ -319,7 +317,7 @@ def benchmark(task: Task, count: Count, ivs: list[Interval], event: dict[str, An
     meta: dict[str, Any] = dict(case_metadata(key), name=key.name, unit="integer")
     meta.update(common)
     meta.update(event.get("meta") or {})
-    meta.update(count_unit=COUNT_UNITS.get(key.scenario, "instructions per message"),
+    meta.update(count_unit=f"instructions per {count_what(key.scenario)}",
                 count_method=count.method, count_n=task.n,
                 count_msgs=",".join(str(iv.msgs) for iv in ivs),
                 count_ir=",".join(str(iv.instructions) for iv in ivs),

@@ -58,16 +58,14 @@ from __future__ import annotations
 import gc
 import json
 import os
-import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from bench.analysis.report import CaseKey
 from bench.run import impls as _impls
 from bench.run.ends import CaseFailed, Ends, exec_peer, listen, open_ends, open_local
-from bench.run.peer import PeerLike
 from bench.run.scenarios import CASE_TIMEOUT, Extras, Unit, unit_for
 
 # Warm-up before counting: calls of the unit (each of WARM_LOOPS messages:
@@ -88,19 +86,14 @@ class Task:
     pattern: list[int]
 
     def to_json(self) -> dict[str, Any]:
-        k = self.key
-        impl = _impls.get(k.impl)
-        return {"index": self.index, "scenario": k.scenario, "transport": k.transport,
-                "mode": k.mode, "size": k.size, "impl": k.impl, "batch": k.batch,
-                "sockbuf": k.sockbuf, "nodelay": k.nodelay,
+        impl = _impls.get(self.key.impl)
+        return {"index": self.index, "key": asdict(self.key),
                 "impl_module": "" if impl.builtin else impl.module,
                 "n": self.n, "pattern": self.pattern}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Task:
-        key = CaseKey(d["scenario"], d["transport"], d["mode"], int(d["size"]), d["impl"],
-                      int(d["batch"]), sockbuf=int(d.get("sockbuf", 0)),
-                      nodelay=bool(d.get("nodelay", False)))
+        key = CaseKey(**d["key"])
         if d.get("impl_module"):  # an impl from outside: known here as the parent knew it
             _impls.adopt(key.impl, str(d["impl_module"]))
         return cls(int(d["index"]), key, int(d["n"]), [int(m) for m in d["pattern"]])
@@ -120,13 +113,6 @@ class Marker:
         return self.calls
 
 
-def _unplaced_peer(theirs: socket.socket, mine: socket.socket, key: CaseKey,
-                   cpu: int | None) -> PeerLike:
-    # A count does not depend on placement: the scheduler spreads the
-    # valgrind processes and their peers best.
-    return exec_peer(theirs, mine, key, None)
-
-
 def _set_up(key: CaseKey) -> tuple[Ends, Unit]:
     impl = _impls.get(key.impl)
     asynchronous = impl.kind == "event loop"
@@ -134,13 +120,13 @@ def _set_up(key: CaseKey) -> tuple[Ends, Unit]:
         loops = impl.load()  # an event loop's: None, wrapped below
     except _impls.ImplError as exc:
         raise CaseFailed(str(exc)) from None
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    # A count does not depend on placement: the kernel spreads the valgrind
+    # processes and their (exec'd, native) peers best; nothing is pinned.
     if key.scenario == "connect":
-        ends = listen(key, loops)
+        ends = listen(key, loops, placement="os")
     else:
-        ends = open_ends(key, lambda k: open_local(k, start_peer=_unplaced_peer), loops)
-    if cpus is not None:  # open_local and listen pin the measured side: undo
-        os.sched_setaffinity(0, cpus)
+        ends = open_ends(key, lambda k: open_local(k, start_peer=exec_peer, placement="os"),
+                         loops)
     try:
         if asynchronous:
             from bench.run.eventloop import wrap  # asyncio only for these cases
