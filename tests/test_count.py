@@ -175,6 +175,7 @@ def test_without_valgrind_exit_2_with_the_hint(tmp_path: Path) -> None:
     (["--base-python", sys.executable], "--base-python"),
     (["--remote", "127.0.0.1:9"], "--remote"),
     (["-p", "4"], "-p"),
+    (["--loops", "100"], "--loops"),
     (["--threads", "1,2"], "--threads above 1 cannot be counted"),
     (["--mode", "spin"], "spin is not counted"),
 ])

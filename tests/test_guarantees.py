@@ -218,7 +218,7 @@ def _harmless(item: str) -> bool:
 _flags = st.sampled_from(["--scenario", "--transport", "--mode", "--size", "--impl",
                           "--quick", "--full", "--fast", "--rigorous", "--list",
                           "--overwrite", "--fail-fast", "--no-html", "-p", "-n", "-w",
-                          "--min-time", "--affinity", "-v", "-o", "--output", "--bogus"])
+                          "--min-time", "--loops", "-l", "--affinity", "-v", "-o", "--output", "--bogus"])
 
 
 @SETTINGS

@@ -417,7 +417,16 @@ def test_pyperf_knobs() -> None:
         == ["1", "1", "0", "0.005"]
     assert "FASTSOCK_PUREPYTHON" in last(small, "--inherit-environ").split(",")
     assert "--fast" in pargs(["--fast"]) and "--rigorous" in pargs(["--rigorous"])
-    for bad in (["-p", "0"], ["-n", "-1"], ["-w", "-1"], ["--min-time", "0"],
+    # fixed loops replace the preset's calibration target (default) and its
+    # own fixed loops (quick): one of each reaches pyperf, never both
+    for preset in ([], ["--quick"]):
+        fixed = pargs([*preset, "--loops", "250"])
+        assert fixed.count("--loops") == 1 and last(fixed, "--loops") == "250"
+        assert "--min-time" not in fixed
+    assert "--loops" not in pargs(["--quick", "--min-time", "0.1"])
+    with pytest.raises(R.UsageError, match="not allowed with"):  # one line, exit 2
+        R.build_parser().parse_args(["--loops", "5", "--min-time", "0.1"])
+    for bad in (["-p", "0"], ["-n", "-1"], ["-w", "-1"], ["--min-time", "0"], ["--loops", "0"],
                 ["--min-time", "nan"], ["--min-time", "inf"]):
         with pytest.raises(R.UsageError):
             pargs(bad)

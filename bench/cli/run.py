@@ -128,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-p", "--processes", type=int, metavar="N", help="worker processes per case")
     g.add_argument("-n", "--values", type=int, metavar="N", help="values per process")
     g.add_argument("-w", "--warmups", type=int, metavar="N", help="warmup values per process")
-    g.add_argument("--min-time", type=float, metavar="SECONDS", help="minimum time per value")
+    timing = g.add_mutually_exclusive_group()
+    timing.add_argument("--min-time", type=float, metavar="SECONDS",
+                        help="minimum time per value (pyperf calibrates the loops to it)")
+    timing.add_argument("-l", "--loops", type=int, metavar="N",
+                        help="messages (round trips, connections) per value, fixed: no "
+                        "calibration, the value's length is N times the case's unit")
     g.add_argument("--affinity", metavar="CPUS", help="pin workers to these CPUs (e.g. 0 or 0-1)")
     g.add_argument("-v", "--verbose", action="store_true", help="pyperf's verbose output")
     return p
@@ -255,9 +260,14 @@ def check_output(path: str, overwrite: bool, created_default: bool) -> None:
 
 def pyperf_args(args: argparse.Namespace) -> list[str]:
     out = list(PRESET_PYPERF[args.preset])
-    if args.min_time is not None and "--loops" in out:
-        # an explicit minimum time asks for calibration: drop fixed loops
+    if (args.min_time is not None or args.loops is not None) and "--loops" in out:
+        # an explicit minimum time asks for calibration, explicit loops
+        # replace the preset's: drop its fixed loops
         i = out.index("--loops")
+        del out[i:i + 2]
+    if args.loops is not None and "--min-time" in out:
+        # fixed loops: the preset's calibration target does not apply
+        i = out.index("--min-time")
         del out[i:i + 2]
     if args.base_python and args.preset != "quick":
         # a gate: enough lockstep slots for compare to call 10% in every case
@@ -267,7 +277,7 @@ def pyperf_args(args: argparse.Namespace) -> list[str]:
         out = ["--fast"]
     elif args.rigorous:
         out = ["--rigorous"]
-    for flag in ("processes", "values", "warmups", "min_time"):
+    for flag in ("processes", "values", "warmups", "min_time", "loops"):
         value = getattr(args, flag)
         if value is not None:
             # 0 warmups is valid pyperf; every other knob must be positive
