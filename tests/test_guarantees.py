@@ -218,7 +218,8 @@ def _harmless(item: str) -> bool:
 _flags = st.sampled_from(["--scenario", "--transport", "--mode", "--size", "--impl",
                           "--quick", "--full", "--fast", "--rigorous", "--list",
                           "--overwrite", "--fail-fast", "--no-html", "-p", "-n", "-w",
-                          "--min-time", "--loops", "-l", "--affinity", "-v", "-o", "--output", "--bogus"])
+                          "--min-time", "--loops", "-l", "--affinity", "-v", "-o", "--output",
+                          "--bogus"])
 
 
 @SETTINGS
@@ -460,3 +461,20 @@ def test_fail_fast_stops_at_the_first_failed_case(tmp_path: Path) -> None:
     assert "1 case(s) failed" in stderr
     assert not (w.cwd / "out.json").exists()
     C.assert_nothing_left(w)
+
+
+def test_every_help_text_reads_as_written() -> None:
+    """argparse %-formats argument help but not a description: a "%%" there
+    printed as two percent signs."""
+    import argparse
+
+    from bench.cli import build_parser
+    from bench.cli.run import build_parser as build_run_parser
+
+    top = build_parser()
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    parsers = [build_run_parser(), *(q for n, q in subs.choices.items() if n != "run")]
+    assert len(parsers) >= 8
+    for parser in parsers:
+        text = parser.format_help()
+        assert "%%" not in text and "%(" not in text, parser.prog

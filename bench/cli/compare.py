@@ -49,7 +49,7 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
         "compare",
         help="compare two reports; exit 1 on a regression",
         description="Compare two fastsock reports case by case: time ratio new/base with "
-        "a 95%% confidence interval over worker processes and a verdict (faster, slower, "
+        "a 95% confidence interval over worker processes and a verdict (faster, slower, "
         "same, inconclusive). Exit 0: no regression; 1: at least one case slower; "
         "2: usage or input error; 3: reports from different machines (see --force).",
     )

@@ -47,7 +47,7 @@ def add_crosscheck_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run iperf3 and sockperf (where installed) on the workloads they share "
         "with the suite, alternately with the suite's compiled case, and show both figures "
         "(MB/s with MB = 10^6 B, RTT in µs), the ratio suite/tool and a flag when they "
-        "differ by more than 5%%. Exit 0: all ran; 1: a workload failed; 2: usage error "
+        "differ by more than 5%. Exit 0: all ran; 1: a workload failed; 2: usage error "
         "or no tool installed.",
     )
     p.add_argument("--workload", metavar="NAMES",

@@ -31,7 +31,7 @@ def add_speedup_parser(subparsers: Any) -> argparse.ArgumentParser:
         "speedup",
         help="one impl against another (compiled vs pure Python), per case, inside one report",
         description="For each case of a report measured with both impls: base time / impl "
-        "time, with a 95%% confidence interval over worker processes (above 1: the impl is "
+        "time, with a 95% confidence interval over worker processes (above 1: the impl is "
         "faster).  By default the compiled loop against the Python one.",
     )
     parser.add_argument("report", metavar="REPORT.json")
