@@ -409,6 +409,19 @@ def test_placement_apart_pins_tool_and_suite_alike() -> None:
     # as long as the tool runs, in 0.1 s values: 5 of them for 0.5 s
     assert len(fig.extra["windows"]) == X.suite_values(0.5, 1) == 5
     assert X.run_suite(by["tcp-stream"], 1, 120.0, seconds=0.3).extra["placement"] == "os"
+    # fixed loops reach the run: no calibration, the values are that long
+    fixed = X.run_suite(by["tcp-stream"], 1, 120.0, seconds=0.3, loops=123)
+    assert fixed.extra["loops"] == "123" and len(fixed.extra["windows"]) == 3
+
+
+def test_window_loops_make_values_as_long_as_the_tools_intervals() -> None:
+    by = {w.name: w for w in XT.WORKLOADS}
+    # 2,000 MB/s of 64 KiB messages for 0.1 s; 1,000 of 1472 B datagrams
+    assert X.window_loops(by["tcp-stream"], 2000.0) == round(2000e6 * 0.1 / 65536) == 3052
+    assert X.window_loops(by["udp-stream"], 1000.0) == round(1000e6 * 0.1 / 1472)
+    # a 25 µs round trip: 4,000 in 0.1 s; never fewer than one
+    assert X.window_loops(by["tcp-pingpong"], 25e-6) == 4000
+    assert X.window_loops(by["tcp-stream"], 1e-6) == 1
 
 
 def test_the_suite_runs_as_long_as_the_tool() -> None:

@@ -60,7 +60,11 @@ default one worker process, one connection, ``-t`` seconds in values of
 many short processes, each of which starts a new pair that the kernel
 places again (with ``-p 4`` and 10 ms values the TCP stream measured
 1,435-1,823 MB/s beside 1,840-2,212 MB/s as one 2 s process, three rounds
-of three).
+of three).  A value's messages are fixed (``run --loops``) from the tool's
+median figure so far (:func:`window_loops`), not calibrated: pyperf's
+calibration is a worker process of its own with 30-odd warm-up values, and
+it settled the TCP stream on 0.25 s values, so a 2 s pair's suite side ran
+5 s of values in a 10 s run.  One warm-up value, then ``-t`` seconds.
 
 Load: on a shared machine runs of one tool differ by 2x, so besides the
 medians the table compares what each side reaches when left alone: the
@@ -113,10 +117,22 @@ def suite_values(seconds: float, processes: int) -> int:
     return max(3, round(seconds / (processes * WINDOW)))
 
 
+def window_loops(w: Workload, tool: float) -> int:
+    """Messages (round trips) in one :data:`WINDOW` at the tool's figure
+    ``tool`` (MB/s, or a mean RTT in seconds): the suite's fixed loops, so
+    that its values are as long as iperf3's intervals without pyperf's
+    calibration (which ran a second worker process, 30-odd warm-up values,
+    and settled on values 2-3x longer: a 2 s pair's suite side took 10 s)."""
+    per_window = WINDOW / tool if w.scenario == "pingpong" else tool * MB * WINDOW / w.size
+    return max(1, round(per_window))
+
+
 def run_suite(w: Workload, processes: int, timeout: float, placement: str = "auto",
-              seconds: float = 2.0) -> Figure:
+              seconds: float = 2.0, loops: int | None = None) -> Figure:
     """The suite's compiled case as a subprocess (``python -m bench run``),
-    measured for about ``seconds`` in all, as the tool runs."""
+    measured for about ``seconds`` in all, as the tool runs: ``loops``
+    messages a value (:func:`window_loops`), or pyperf's calibration to
+    :data:`WINDOW` when None."""
     import bench
     from bench.analysis.report import ReportError, load_report
 
@@ -128,8 +144,8 @@ def run_suite(w: Workload, processes: int, timeout: float, placement: str = "aut
         argv = [sys.executable, "-m", "bench", "run", "--scenario", w.scenario,
                 "--transport", w.transport, "--mode", w.mode, "--size", str(w.size),
                 "--impl", "cython", "-o", out, "--no-html", "-p", str(processes),
-                "-n", str(suite_values(seconds, processes)), "--min-time", f"{WINDOW:g}",
-                "--placement", placement]
+                "-n", str(suite_values(seconds, processes)), "--placement", placement]
+        argv += ["--loops", str(loops), "-w", "1"] if loops else ["--min-time", f"{WINDOW:g}"]
         if w.nodelay:
             argv += ["--nodelay", "on"]
         try:
@@ -162,7 +178,7 @@ def run_suite(w: Workload, processes: int, timeout: float, placement: str = "aut
         if value is not None:
             cpu[f"cpu_{side}_per_unit"] = value / per
     # where its two ends ran (the run's placement facts), for the record
-    where = {k: str(case.metadata.get(k, "?")) for k in ("placement", "peer_cpu")}
+    where = {k: str(case.metadata.get(k, "?")) for k in ("placement", "peer_cpu", "loops")}
     if w.scenario == "pingpong":
         return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
                       loss=loss, extra={"median": median, **cpu, **where})
@@ -318,14 +334,18 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
         try:
             for k in range(1, repeat + 1):
                 # the order alternates: neither side always runs second
+                side_first = "tool" if k % 2 else "suite"
                 for side in ("tool", "suite") if k % 2 else ("suite", "tool"):
                     if side == "tool":
                         progress(f"[{w.name} {k}/{repeat}] {w.tool}")
                         tool_run = run_tool(w, seconds, cpus)
                     else:
                         progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
+                        # the tool's median so far (pair 1 runs the tool first)
+                        done = [*row.tool_runs, *([tool_run] if side_first == "tool" else [])]
+                        loops = window_loops(w, statistics.median(f.value for f in done))
                         suite_run = run_suite(w, processes, suite_timeout, placement,
-                                              seconds)
+                                              seconds, loops)
                 # appended together: the two lists stay aligned pair by pair
                 row.tool_runs.append(tool_run)
                 row.suite_runs.append(suite_run)
