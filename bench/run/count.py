@@ -533,8 +533,8 @@ def refuse(args: argparse.Namespace) -> None:
         raise CountError("--measure instructions needs no --remote: it counts the measured "
                          "process's own instructions, which no other host changes")
     knobs = [f for f, v in (("-p", args.processes), ("-n", args.values), ("-w", args.warmups),
-                            ("--min-time", args.min_time), ("--loops", getattr(args, "loops", None)),
-                            ("--fast", args.fast),
+                            ("--min-time", args.min_time),
+                            ("--loops", getattr(args, "loops", None)), ("--fast", args.fast),
                             ("--rigorous", args.rigorous), ("--affinity", args.affinity))
              if v not in (None, False)]
     if knobs:
