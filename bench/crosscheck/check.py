@@ -10,8 +10,9 @@ suite, suite then tool, ...) so that neither always runs second.  A pair's
 two runs share the machine's state, so the figure is the median of the
 per-pair ratios suite/tool, with its distribution-free 95% interval (the
 sign test's order statistics, :func:`bench.analysis.stats.median_interval`:
-no assumption about how a shared machine's noise is distributed; with 10
-pairs, the 2nd and 9th smallest ratios, 97.9% coverage).  Flagged when off
+no assumption about how a shared machine's noise is distributed; with 20
+pairs, the 6th and 15th smallest ratios, 95.9% coverage; with 10, the 2nd
+and 9th, 97.9%).  Flagged when off
 by more than :data:`AGREE` (5%): ``DISAGREE`` when the interval lies
 wholly beyond it on one side, ``noisy`` when the median is beyond but the
 interval reaches back (on a loaded machine runs of one tool differ by 2x:

@@ -57,9 +57,12 @@ WINDOW = 0.1
 WINDOW_Q = 0.9
 
 TOOLS = ("iperf3", "sockperf")
-# Alternating tool/suite pairs per workload by default: 10 is the fewest
-# whose sign-test interval leaves out the extremes (2nd to 9th ratio).
-REPEAT = 10
+# Alternating tool/suite pairs per workload by default.  On a 2-vCPU VM a
+# pair's log ratio moved with sd 0.20 (60 TCP stream pairs; two identical C
+# programs, A against A, 0.19), so 10 pairs (the 2nd to 9th ratio) gave
+# intervals of +-15-25%, 20 pairs (6th to 15th, 95.9%) about +-10%.  With
+# fixed loops a pair costs ~5 s: 20 pairs, 1.5 minutes a workload.
+REPEAT = 20
 
 
 @dataclass(frozen=True)
