@@ -125,10 +125,8 @@ def suite_values(seconds: float, processes: int) -> int:
 
 def window_loops(w: Workload, tool: float) -> int:
     """Messages (round trips) in one :data:`WINDOW` at the tool's figure
-    ``tool`` (MB/s, or a mean RTT in seconds): the suite's fixed loops, so
-    that its values are as long as iperf3's intervals without pyperf's
-    calibration (which ran a second worker process, 30-odd warm-up values,
-    and settled on values 2-3x longer: a 2 s pair's suite side took 10 s)."""
+    ``tool`` (MB/s, or a mean RTT in seconds): the suite's fixed loops (why
+    not pyperf's calibration: the module's "Duration")."""
     per_window = WINDOW / tool if w.scenario == "pingpong" else tool * MB * WINDOW / w.size
     return max(1, round(per_window))
 
@@ -183,14 +181,15 @@ def run_suite(w: Workload, processes: int, timeout: float, placement: str = "aut
         value = case.run_mean(key)
         if value is not None:
             cpu[f"cpu_{side}_per_unit"] = value / per
-    # where its two ends ran (the run's placement facts), for the record
-    where = {k: str(case.metadata.get(k, "?")) for k in ("placement", "peer_cpu", "loops")}
+    # where its two ends ran (the run's placement facts) and the loops of a
+    # value, for the record
+    recorded = {k: str(case.metadata.get(k, "?")) for k in ("placement", "peer_cpu", "loops")}
     if w.scenario == "pingpong":
         return Figure(seconds, p50=case.run_mean("rtt_p50"), p99=case.run_mean("rtt_p99"),
-                      loss=loss, extra={"median": median, **cpu, **where})
+                      loss=loss, extra={"median": median, **cpu, **recorded})
     return Figure(w.size / seconds / MB, loss=loss, extra={
         "median": w.size / median / MB, "windows": [w.size / v / MB for v in case.values],
-        **cpu, **where})
+        **cpu, **recorded})
 
 
 def tool_cpus(w: Workload, placement: str = "auto") -> tuple[int | None, int | None]:
@@ -337,19 +336,19 @@ def crosscheck(workloads: Sequence[Workload], *, seconds: float, repeat: int, pr
                   .replace("-p 0", "-p PORT"))
         result.rows.append(row)
         suite_timeout = 60.0 + 15.0 * processes + 3.0 * seconds
+        tool_figures: list[float] = []
         try:
             for k in range(1, repeat + 1):
                 # the order alternates: neither side always runs second
-                side_first = "tool" if k % 2 else "suite"
                 for side in ("tool", "suite") if k % 2 else ("suite", "tool"):
                     if side == "tool":
                         progress(f"[{w.name} {k}/{repeat}] {w.tool}")
                         tool_run = run_tool(w, seconds, cpus)
+                        tool_figures.append(tool_run.value)
                     else:
                         progress(f"[{w.name} {k}/{repeat}] suite {w.case}")
                         # the tool's median so far (pair 1 runs the tool first)
-                        done = [*row.tool_runs, *([tool_run] if side_first == "tool" else [])]
-                        loops = window_loops(w, statistics.median(f.value for f in done))
+                        loops = window_loops(w, statistics.median(tool_figures))
                         suite_run = run_suite(w, processes, suite_timeout, placement,
                                               seconds, loops)
                 # appended together: the two lists stay aligned pair by pair
