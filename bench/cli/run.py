@@ -260,15 +260,13 @@ def check_output(path: str, overwrite: bool, created_default: bool) -> None:
 
 def pyperf_args(args: argparse.Namespace) -> list[str]:
     out = list(PRESET_PYPERF[args.preset])
-    if (args.min_time is not None or args.loops is not None) and "--loops" in out:
-        # an explicit minimum time asks for calibration, explicit loops
-        # replace the preset's: drop its fixed loops
-        i = out.index("--loops")
-        del out[i:i + 2]
-    if args.loops is not None and "--min-time" in out:
-        # fixed loops: the preset's calibration target does not apply
-        i = out.index("--min-time")
-        del out[i:i + 2]
+    # An explicit minimum time asks for calibration, explicit loops for none:
+    # either replaces the preset's own (fixed loops or a calibration target).
+    if args.min_time is not None or args.loops is not None:
+        for flag in ("--loops", "--min-time"):
+            if flag in out:
+                i = out.index(flag)
+                del out[i:i + 2]
     if args.base_python and args.preset != "quick":
         # a gate: enough lockstep slots for compare to call 10% in every case
         i = out.index("--processes")
