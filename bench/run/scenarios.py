@@ -134,6 +134,7 @@ class Stream(Unit):
         c0 = time.process_time()
         t0 = time.perf_counter()
         ends.loops.stream_send(sock, loops, size, self.key.mode, CASE_TIMEOUT)
+        self.push()
         t1, t2 = self.delivered(loops, t0)
         extras.add_cpu(time.process_time() - c0, loops, t2 - t0)
         self.span = (t0, t1)
@@ -159,16 +160,14 @@ class Stream(Unit):
             assert self.ends.sock is not None
             self.ends.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def delivered(self, loops: int, t0: float, pushed: bool = False) -> tuple[float, float]:
-        """After the send (timed): push the tail (unless ``pushed``), wait
-        for the peer's delivery; (when the last byte arrived, now)."""
+    def delivered(self, loops: int, t0: float) -> tuple[float, float]:
+        """After the send and its :meth:`push` (timed): wait for the peer's
+        delivery; (when the last byte arrived, now)."""
         ends = self.ends
         sock, peer = ends.sock, ends.peer
         assert sock is not None and peer is not None
         if ends.peer_error is not None:  # seen while an event loop ran the send
             raise ends.peer_error
-        if not pushed:
-            self.push()
         # A local peer stamps its last byte's arrival (bench.run.peer.SHARED_CLOCK):
         # delivery ends there, not when its answer wakes this process up.
         t_last = peer.answer(CASE_TIMEOUT, expect=b"T") / 1e9 if getattr(

@@ -286,7 +286,7 @@ class LoopGroup(Unit):
         group.stream_send(socks, loops, size, mode, CASE_TIMEOUT)
         for u in streams:  # every tail out first: none waits on another's answer
             u.push()
-        ends = [u.delivered(loops, t0, pushed=True) for u in streams]
+        ends = [u.delivered(loops, t0) for u in streams]
         extras.add_cpu(time.process_time() - c0, loops * n, max(t2 for _, t2 in ends) - t0)
         for u in streams:
             u.end(loops)
