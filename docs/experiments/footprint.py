@@ -14,7 +14,9 @@ drift cancels in the per-block ratios.
 process (ctypes), and as its own process with 10 or 40 MiB of memory
 touched before it forks its echo (10 MiB also in 4 KiB pages only, "small":
 the kernel's transparent huge pages are on here); each run in its own
-processes, rounds in random order.
+processes, rounds in random order; and the compiled nonblocking loops in
+a bare Python process and in one that first imports what a worker of the
+suite imports; and sockperf's epoll ping-pong, when sockperf is installed.
 
 Prints each variant's median per-round ratio to the first with the
 interquartile range of the ratios.  Needs a C compiler; Linux.
@@ -24,9 +26,12 @@ Run: python docs/experiments/footprint.py inprocess|process [ROUNDS]
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 import random
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -123,25 +128,99 @@ def process(exe: str, lib: str, rounds: int) -> list[dict[str, float]]:
     here = [sys.executable, __file__, "_ctypes", lib]
 
     def run(argv: list[str]) -> float:
-        return float(subprocess.run(argv, check=True, capture_output=True, text=True,
-                                    timeout=30).stdout)
+        out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30)
+        return float(out.stdout.split()[0])
 
+    loop = [sys.executable, __file__, "_loop"]
     variants = {
         "C process": [exe, "1", "t", "0"],
         "C inside Python": here,
+        "compiled loop, lean": loop + ["lean"],
+        "compiled loop, bench's imports": loop + ["bench"],
         "C process, 10 MiB": [exe, "1", "t", "10"],
         "C process, 10 MiB small": [exe, "1", "t", "10", "small"],
         "C process, 40 MiB": [exe, "1", "t", "40"],
     }
+    runs: dict[str, Callable[[], float]] = {
+        name: functools.partial(run, argv) for name, argv in variants.items()}
+    if shutil.which("sockperf"):
+        runs["sockperf, epoll"] = sockperf_epoll
     rows = []
     for _ in range(rounds):
-        row = {name: run(variants[name]) for name in random.sample(list(variants), len(variants))}
-        rows.append({name: row[name] for name in variants})
+        row = {name: runs[name]() for name in random.sample(list(runs), len(runs))}
+        rows.append({name: row[name] for name in runs})
     return rows
+
+
+def sockperf_epoll() -> float:
+    """One second of sockperf's TCP ping-pong, 64 B, epoll wait at both
+    ends (what crosscheck's tcp-pingpong-epoll runs): its mean RTT (us)."""
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        feed = os.path.join(tmp, "feed")
+        with open(feed, "w") as f:
+            f.write(f"T:127.0.0.1:{port}\n")
+        where = ["-f", feed, "-F", "e", "--nonblocked"]
+        server = subprocess.Popen(["sockperf", "sr", *where], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            out = subprocess.run(["sockperf", "pp", *where, "-m", "64", "-t", "1", "--full-rtt"],
+                                 capture_output=True, text=True, timeout=30)
+        finally:
+            server.terminate()
+            server.wait()
+    found = re.search(r"avg-rtt=([\d.]+)", out.stdout + out.stderr)
+    if not found:
+        raise RuntimeError("sockperf printed no avg-rtt")
+    return float(found.group(1))
+
+
+def loop_run(imports: str) -> None:
+    """One run of the compiled nonblocking loops, as pp_run: a forked echo,
+    one second of round trips; the mean round trip (us) and this process's
+    resident kB.  ``bench``: with what a worker of the suite imports first
+    (its resident memory twice a bare interpreter's)."""
+    if imports == "bench":
+        import bench.cli.run
+        import bench.run.runner  # noqa: F401
+    listener = socket.create_server(("127.0.0.1", 0))
+    c = socket.create_connection(listener.getsockname())
+    s, _ = listener.accept()
+    listener.close()
+    for sock in (c, s):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pid = os.fork()
+    if pid == 0:
+        c.close()
+        try:
+            _loops.stream_echo(s, 64, "nonblocking", 30.0)
+        finally:
+            os._exit(0)
+    s.close()
+    try:
+        _loops.stream_pingpong(c, 200, 64, "nonblocking", 30.0)
+        n, t0 = 0, time.perf_counter()
+        t1 = t0
+        while t1 - t0 < 1.0:
+            _loops.stream_pingpong(c, 100, 64, "nonblocking", 30.0)
+            n += 100
+            t1 = time.perf_counter()
+        with open("/proc/self/status") as f:
+            rss = f.read().split("VmRSS:")[1].split()[0]
+    finally:
+        c.close()
+        os.waitpid(pid, 0)
+    print(f"{(t1 - t0) / n * 1e6:.2f} {rss}")
 
 
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what == "_loop":  # one run of the compiled loop in a Python process
+        loop_run(sys.argv[2])
+        return
     if what == "_ctypes":  # one run of "C inside Python"
         rt = load(sys.argv[2]).pp_run(1.0, b"t", 0, 0)
         if rt < 0:
