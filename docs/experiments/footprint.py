@@ -219,6 +219,8 @@ def loop_run(imports: str) -> None:
 def main() -> None:
     what = sys.argv[1] if len(sys.argv) > 1 else ""
     if what == "_loop":  # one run of the compiled loop in a Python process
+        if sys.argv[2:] not in (["lean"], ["bench"]):
+            sys.exit("usage: footprint.py _loop lean|bench")
         loop_run(sys.argv[2])
         return
     if what == "_ctypes":  # one run of "C inside Python"
@@ -227,9 +229,11 @@ def main() -> None:
             sys.exit("pp_run failed")
         print(f"{rt:.2f}")
         return
-    if what not in ("inprocess", "process") or len(sys.argv) > 3:
+    given = sys.argv[2] if len(sys.argv) == 3 else "200" if what == "inprocess" else "30"
+    if what not in ("inprocess", "process") or len(sys.argv) > 3 or not given.isdigit() \
+            or int(given) < 1:
         sys.exit("usage: footprint.py inprocess|process [ROUNDS]")
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else (200 if what == "inprocess" else 30)
+    rounds = int(given)
     with tempfile.TemporaryDirectory() as tmp:
         exe, lib = build(tmp)
         rows = inprocess(load(lib), rounds) if what == "inprocess" else process(exe, lib, rounds)
