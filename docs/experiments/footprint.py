@@ -25,6 +25,7 @@ Run: python docs/experiments/footprint.py inprocess|process [ROUNDS]
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from fastsock import _loops
 
@@ -74,7 +75,11 @@ def report(rows: list[dict[str, float]]) -> None:
     print(f"{len(rows)} rounds")
 
 
-def inprocess(dll: ctypes.CDLL, rounds: int) -> list[dict[str, float]]:
+@contextlib.contextmanager
+def echoed() -> Iterator[socket.socket]:
+    """A loopback TCP connection (TCP_NODELAY) whose other end a forked
+    process echoes with the compiled nonblocking loop until EOF or 30 s of
+    silence; closed and the echo reaped on exit."""
     listener = socket.create_server(("127.0.0.1", 0))
     c = socket.create_connection(listener.getsockname())
     s, _ = listener.accept()
@@ -82,13 +87,26 @@ def inprocess(dll: ctypes.CDLL, rounds: int) -> list[dict[str, float]]:
     for sock in (c, s):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     pid = os.fork()
-    if pid == 0:  # the echo: until EOF, or 30 s of silence
+    if pid == 0:
         c.close()
         try:
             _loops.stream_echo(s, 64, "nonblocking", 30.0)
         finally:
             os._exit(0)
     s.close()
+    try:
+        yield c
+    finally:
+        c.close()
+        os.waitpid(pid, 0)
+
+
+def inprocess(dll: ctypes.CDLL, rounds: int) -> list[dict[str, float]]:
+    with echoed() as c:
+        return alternate(dll, c, rounds)
+
+
+def alternate(dll: ctypes.CDLL, c: socket.socket, rounds: int) -> list[dict[str, float]]:
 
     def compiled(mode: str) -> Callable[[int], object]:
         return lambda n: _loops.stream_pingpong(c, n, 64, mode, 30.0)
@@ -108,19 +126,15 @@ def inprocess(dll: ctypes.CDLL, rounds: int) -> list[dict[str, float]]:
         "C blocking": in_c(b"b"),
     }
     rows = []
-    try:
-        for f in variants.values():
-            f(200)
-        for _ in range(rounds):
-            row = {}
-            for name in random.sample(list(variants), len(variants)):
-                t = time.perf_counter()
-                variants[name](BLOCK)
-                row[name] = (time.perf_counter() - t) / BLOCK * 1e6
-            rows.append({name: row[name] for name in variants})
-    finally:
-        c.close()
-        os.waitpid(pid, 0)
+    for f in variants.values():
+        f(200)
+    for _ in range(rounds):
+        row = {}
+        for name in random.sample(list(variants), len(variants)):
+            t = time.perf_counter()
+            variants[name](BLOCK)
+            row[name] = (time.perf_counter() - t) / BLOCK * 1e6
+        rows.append({name: row[name] for name in variants})
     return rows
 
 
@@ -186,21 +200,7 @@ def loop_run(imports: str) -> None:
     if imports == "bench":
         import bench.cli.run
         import bench.run.runner  # noqa: F401
-    listener = socket.create_server(("127.0.0.1", 0))
-    c = socket.create_connection(listener.getsockname())
-    s, _ = listener.accept()
-    listener.close()
-    for sock in (c, s):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    pid = os.fork()
-    if pid == 0:
-        c.close()
-        try:
-            _loops.stream_echo(s, 64, "nonblocking", 30.0)
-        finally:
-            os._exit(0)
-    s.close()
-    try:
+    with echoed() as c:
         _loops.stream_pingpong(c, 200, 64, "nonblocking", 30.0)
         n, t0 = 0, time.perf_counter()
         t1 = t0
@@ -210,9 +210,6 @@ def loop_run(imports: str) -> None:
             t1 = time.perf_counter()
         with open("/proc/self/status") as f:
             rss = f.read().split("VmRSS:")[1].split()[0]
-    finally:
-        c.close()
-        os.waitpid(pid, 0)
     print(f"{(t1 - t0) / n * 1e6:.2f} {rss}")
 
 
