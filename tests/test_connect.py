@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from support import TIMEOUT, Elapsed, one_line
+from test_signals import Storm
 
 from fastsock import _common
 
@@ -262,19 +263,9 @@ def test_a_full_accept_queue_ends_in_a_bounded_wait(loops, listeners, transport,
 @pytest.mark.parametrize("transport", ("tcp4", "unix"))
 def test_a_signal_storm_loses_no_connection(loops, listeners, transport, cmode):
     lst = listeners.make(transport)
-    count = {"n": 0}
-
-    def handler(signum, frame):
-        count["n"] += 1
-
-    old = signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.001)
-    try:
+    with Storm() as storm:
         done = loops.connect_accept(lst, 2000, cmode, timeout=TIMEOUT, verify=True)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, old)
-    assert count["n"] > 0, "no signal arrived during the loop"
+    assert storm.count > 0, "no signal arrived during the loop"
     assert done == 2000
     assert queued(lst) == 0
 

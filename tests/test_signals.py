@@ -27,6 +27,8 @@ from support import TIMEOUT, TINY_BUFFER
 # inside many syscalls of a transfer that takes a few milliseconds.
 STORM_FIRST = 0.0001
 STORM_INTERVAL = 0.001
+# After a storm, how long its last signal may take to reach a handler (s).
+DRAIN = 0.02
 # How soon Ctrl-C must take effect (s).
 SIGINT_BOUND = 0.5
 # When the SIGINT is sent, after the loop started waiting (s).
@@ -48,6 +50,13 @@ class Storm:
 
     def __exit__(self, *exc: object) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        # The timer's signal is the process's: one that fired just before
+        # it stopped can land in another thread (a peer's, xdist's) later,
+        # and its handler then runs in this one at its next check.  Let it
+        # run here, with the counting handler still in place; restored at
+        # once, the old handler (SIG_DFL) would meet it ("Signal 14 ignored
+        # due to race condition").
+        time.sleep(DRAIN)
         signal.signal(signal.SIGALRM, self.old)
 
 
