@@ -31,7 +31,6 @@ import functools
 import math
 import os
 import random
-import re
 import shutil
 import socket
 import statistics
@@ -69,7 +68,7 @@ def report(rows: list[dict[str, float]]) -> None:
     for name in rows[0]:
         logs = sorted(math.log(r[name] / r[first]) for r in rows)
         q1, q3 = logs[len(logs) // 4], logs[3 * len(logs) // 4]
-        print(f"{name:24s} median {statistics.median(r[name] for r in rows):7.1f} us"
+        print(f"{name:32s} median {statistics.median(r[name] for r in rows):7.1f} us"
               f"  ratio to {first} {math.exp(statistics.median(logs)):.3f}"
               f"  [IQR {math.exp(q1):.3f}, {math.exp(q3):.3f}]")
     print(f"{len(rows)} rounds")
@@ -107,6 +106,7 @@ def inprocess(dll: ctypes.CDLL, rounds: int) -> list[dict[str, float]]:
 
 
 def alternate(dll: ctypes.CDLL, c: socket.socket, rounds: int) -> list[dict[str, float]]:
+    """``rounds`` of every variant on ``c``, each a block of round trips."""
 
     def compiled(mode: str) -> Callable[[int], object]:
         return lambda n: _loops.stream_pingpong(c, n, 64, mode, 30.0)
@@ -167,29 +167,12 @@ def process(exe: str, lib: str, rounds: int) -> list[dict[str, float]]:
 
 
 def sockperf_epoll() -> float:
-    """One second of sockperf's TCP ping-pong, 64 B, epoll wait at both
-    ends (what crosscheck's tcp-pingpong-epoll runs): its mean RTT (us)."""
-    probe = socket.create_server(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    with tempfile.TemporaryDirectory() as tmp:
-        feed = os.path.join(tmp, "feed")
-        with open(feed, "w") as f:
-            f.write(f"T:127.0.0.1:{port}\n")
-        where = ["-f", feed, "-F", "e", "--nonblocked"]
-        server = subprocess.Popen(["sockperf", "sr", *where], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.3)
-            out = subprocess.run(["sockperf", "pp", *where, "-m", "64", "-t", "1", "--full-rtt"],
-                                 capture_output=True, text=True, timeout=30)
-        finally:
-            server.terminate()
-            server.wait()
-    found = re.search(r"avg-rtt=([\d.]+)", out.stdout + out.stderr)
-    if not found:
-        raise RuntimeError("sockperf printed no avg-rtt")
-    return float(found.group(1))
+    """One second of crosscheck's tcp-pingpong-epoll workload on sockperf
+    (64 B, epoll wait at both ends): its mean RTT (us)."""
+    from bench.crosscheck.tools import WORKLOADS, run_tool
+
+    (w,) = [w for w in WORKLOADS if w.name == "tcp-pingpong-epoll"]
+    return run_tool(w, 1.0, (None, None)).value * 1e6
 
 
 def loop_run(imports: str) -> None:
