@@ -96,25 +96,38 @@ int pp_loop(int fd, long n, char mode) {
  * (before the fork: both processes hold it; in 4 KiB pages if `small`, else
  * as the kernel's transparent huge pages allow), round trips for `secs`.
  * The mean round trip in microseconds, or -1. */
-double pp_run(double secs, char mode, long mb, int small) {
+/* A connected loopback TCP pair: 0, or -1 with nothing left open. */
+static int connected(int *s, int *c) {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof a;
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (ls < 0 || bind(ls, (void *)&a, sizeof a) || listen(ls, 1) || getsockname(ls, (void *)&a, &len))
-        return -1;
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0 || connect(s, (void *)&a, sizeof a))
-        return -1;
-    int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-    close(ls);
-    if (c < 0)
+    *s = *c = -1;
+    if (ls >= 0 && !bind(ls, (void *)&a, sizeof a) && !listen(ls, 1) &&
+        !getsockname(ls, (void *)&a, &len)) {
+        *s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (*s >= 0 && !connect(*s, (void *)&a, sizeof a))
+            *c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+    }
+    if (ls >= 0)
+        close(ls);
+    if (*c < 0 && *s >= 0)
+        close(*s);
+    return *c < 0 ? -1 : 0;
+}
+
+double pp_run(double secs, char mode, long mb, int small) {
+    int s, c;
+    if (connected(&s, &c))
         return -1;
     size_t bytes = (size_t)mb << 20;
     char *heap = NULL;
     if (mb > 0) {
         heap = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (heap == MAP_FAILED)
+        if (heap == MAP_FAILED) {
+            close(s);
+            close(c);
             return -1;
+        }
         if (small)
             madvise(heap, bytes, MADV_NOHUGEPAGE);
         memset(heap, 1, bytes);
@@ -131,8 +144,12 @@ double pp_run(double secs, char mode, long mb, int small) {
         }
     }
     close(c);
-    if (pid < 0)
+    if (pid < 0) {
+        close(s);
+        if (heap)
+            munmap(heap, bytes);
         return -1;
+    }
     long n = 0;
     int rc = pp_loop(s, 200, mode); /* warm-up */
     double t0 = now(), t1 = t0;
